@@ -1,0 +1,101 @@
+"""The ``cluster-retriever`` command: build, query and inspect an index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cluster_retriever.errors import ClusterRetrieverError
+from cluster_retriever.index import DEFAULT_NAME, ClusterIndex
+from cluster_retriever.retriever import ClusterRetriever
+from cluster_retriever.routing import MODES
+
+app = typer.Typer(help="Cluster-routed retrieval on Chroma.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+IndexPath = typer.Option(Path("./chroma"), "--index-path", help="Chroma folder (embedded mode).")
+Host = typer.Option(None, "--host", help="Chroma server host (server mode instead of --index-path).")
+Port = typer.Option(8000, "--port", help="Chroma server port.")
+Name = typer.Option(DEFAULT_NAME, "--name", help="Index name inside the Chroma store.")
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def build(
+    source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl) or a folder of text files."),
+    index_path: Path = IndexPath,
+    host: Optional[str] = Host,
+    port: int = Port,
+    name: str = Name,
+    model: Optional[str] = typer.Option(None, "--model", help="sentence-transformers name or path (default: all-MiniLM-L6-v2)."),
+    n_clusters: str = typer.Option("auto", "--n-clusters", help="Number of clusters, or 'auto'."),
+    random_state: int = typer.Option(0, "--random-state", help="KMeans seed."),
+) -> None:
+    """Embed, cluster and store every document under SOURCE."""
+    try:
+        k = n_clusters if n_clusters == "auto" else int(n_clusters)
+        index = ClusterIndex.build(
+            source, path=index_path, host=host, port=port, name=name, embed_model=model, n_clusters=k, random_state=random_state
+        )
+    except (ClusterRetrieverError, OSError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"built {name!r}: {len(index)} documents in {index.n_clusters} clusters ({index.manifest.embed_model})")
+
+
+@app.command()
+def query(
+    text: str = typer.Argument(..., help="The query."),
+    index_path: Path = IndexPath,
+    host: Optional[str] = Host,
+    port: int = Port,
+    name: str = Name,
+    top_k: int = typer.Option(5, "--top-k", help="Number of results."),
+    mode: str = typer.Option("routed", "--mode", help=f"One of {', '.join(MODES)}."),
+    n_probe: Optional[int] = typer.Option(None, "--n-probe", help="Clusters to probe (default: adaptive)."),
+) -> None:
+    """Retrieve the best documents for TEXT."""
+    try:
+        index = ClusterIndex.open(name, path=index_path, host=host, port=port)
+        retriever = ClusterRetriever(index, similarity_top_k=top_k, mode=mode, n_probe=n_probe)  # type: ignore[arg-type]
+        hits = retriever.retrieve(text)
+    except (ClusterRetrieverError, OSError, ValueError) as exc:
+        _fail(exc)
+    table = Table("rank", "score", "cluster", "id", "text")
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.node.get_content().split())[:90]
+        table.add_row(str(rank), f"{hit.score:.3f}", str(hit.node.metadata["cluster_id"]), hit.node.node_id, snippet)
+    console.print(table)
+    stats = retriever.last_stats
+    console.print(f"probed {stats.clusters_probed} of {index.n_clusters} clusters, scanned {stats.fraction_scanned:.1%} of the corpus")
+
+
+@app.command()
+def info(
+    index_path: Path = IndexPath,
+    host: Optional[str] = Host,
+    port: int = Port,
+    name: str = Name,
+    terms: int = typer.Option(5, "--terms", help="Top terms shown per cluster."),
+) -> None:
+    """Show the manifest and each cluster's size and top terms."""
+    try:
+        index = ClusterIndex.open(name, path=index_path, host=host, port=port)
+    except (ClusterRetrieverError, OSError, ValueError) as exc:
+        _fail(exc)
+    manifest = index.manifest
+    console.print(
+        f"{name!r}: {manifest.doc_count} documents, {manifest.n_clusters} clusters, "
+        f"model {manifest.embed_model} ({manifest.dimension}-d), generation {manifest.generation}, updated {manifest.updated_at}"
+    )
+    table = Table("cluster", "size", "top terms")
+    for cluster, (size, words) in enumerate(zip(index.cluster_sizes, index.top_terms(terms))):
+        table.add_row(str(cluster), str(size), ", ".join(words))
+    console.print(table)

@@ -1,0 +1,92 @@
+"""KMeans over normalised embeddings: the number of clusters, the fit, and assignment."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+NClusters = int | Literal["auto"]
+
+MINIBATCH_THRESHOLD = 20_000
+"""Above this many documents, MiniBatchKMeans replaces full KMeans (same result quality, far less time)."""
+
+
+def choose_n_clusters(n_docs: int) -> int:
+    """``"auto"``: about 2.6 * sqrt(n) clusters, so probing a fixed multiple of sqrt(k) clusters
+    scans a fraction of the corpus that falls as the corpus grows (an IVF index's rule of thumb)."""
+    return max(1, min(n_docs, round(2.6 * math.sqrt(n_docs))))
+
+
+def resolve_n_clusters(n_clusters: NClusters, n_docs: int) -> int:
+    if n_docs == 0:
+        raise ValueError("Cannot cluster an empty corpus: give at least one document.")
+    if n_clusters == "auto":
+        return choose_n_clusters(n_docs)
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1:
+        raise ValueError(f"n_clusters must be a positive int or 'auto', not {n_clusters!r}.")
+    if n_clusters > n_docs:
+        raise ValueError(
+            f"n_clusters={n_clusters} is larger than the number of documents ({n_docs}). "
+            f"Pass n_clusters <= {n_docs}, or n_clusters='auto'."
+        )
+    return n_clusters
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """Unit-length centroids (k x d) and each document's cluster label."""
+
+    centroids: np.ndarray
+    labels: np.ndarray
+
+
+def fit_clusters(vectors: np.ndarray, n_clusters: NClusters = "auto", random_state: int = 0) -> Clustering:
+    """Fit KMeans on L2-normalised vectors; reproducible for a given ``random_state``."""
+    k = resolve_n_clusters(n_clusters, len(vectors))
+    if len(vectors) > MINIBATCH_THRESHOLD:
+        model = MiniBatchKMeans(n_clusters=k, random_state=random_state, n_init=3, batch_size=4096)
+    else:
+        model = KMeans(n_clusters=k, random_state=random_state, n_init=3)
+    model.fit(vectors)
+    centroids = _unit_rows(model.cluster_centers_.astype(np.float32))
+    # Labels by the unit centroids, the same rule used for documents added later and for routing.
+    return Clustering(centroids=centroids, labels=assign(vectors, centroids))
+
+
+def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (by cosine) for each row."""
+    if len(vectors) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.argmax(vectors @ centroids.T, axis=1).astype(np.int64)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return matrix / norms
+
+
+def cluster_top_terms(texts: list[str], labels: np.ndarray, n_clusters: int, n_terms: int = 5) -> list[list[str]]:
+    """Per cluster, the words with the highest mean TF-IDF over its documents."""
+    if not texts:
+        return [[] for _ in range(n_clusters)]
+    vectorizer = TfidfVectorizer(stop_words="english", max_features=50_000, token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+    try:
+        tfidf = vectorizer.fit_transform(texts)
+    except ValueError:  # only stop words
+        return [[] for _ in range(n_clusters)]
+    vocabulary = vectorizer.get_feature_names_out()
+    terms = []
+    for cluster in range(n_clusters):
+        rows = np.flatnonzero(labels == cluster)
+        if len(rows) == 0:
+            terms.append([])
+            continue
+        weights = np.asarray(tfidf[rows].mean(axis=0)).ravel()
+        terms.append([str(vocabulary[i]) for i in np.argsort(-weights)[:n_terms] if weights[i] > 0])
+    return terms

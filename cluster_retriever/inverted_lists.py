@@ -1,0 +1,86 @@
+"""In-memory inverted lists: each cluster's vectors in one contiguous block.
+
+Chroma stays the source of truth; this is the search structure built from it on open.
+A routed query scans only the probed clusters' blocks exactly, so its results equal an
+exact search restricted to those clusters, with no filtered-HNSW recall loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    ids: list[str]
+    scores: np.ndarray
+    n_scanned: int
+
+
+class InvertedLists:
+    """Immutable: ``added`` and ``removed`` return new lists, so a query in flight on another
+    thread always sees one consistent version."""
+
+    def __init__(self, centroids: np.ndarray, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> None:
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        ids = np.asarray(list(ids), dtype=object)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        labels = np.asarray(labels, dtype=np.int64)
+        order = np.argsort(labels, kind="stable")
+        self.ids = ids[order]
+        self.vectors = np.ascontiguousarray(vectors[order])
+        self.labels = labels[order]
+        self.sizes = np.bincount(self.labels, minlength=self.n_clusters)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.centroids)
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, doc_id: str) -> bool:
+        return doc_id in self._position
+
+    def cluster_of(self, doc_id: str) -> int:
+        return int(self.labels[self._position[doc_id]])
+
+    def scan(self, query: np.ndarray, clusters: Sequence[int] | None, top_k: int) -> ScanResult:
+        """Exact top-k over the given clusters (all of them when ``clusters`` is None)."""
+        if clusters is None:
+            positions = None
+            scores = self.vectors @ query
+        else:
+            blocks = [(self.offsets[c], self.offsets[c + 1]) for c in clusters if self.sizes[c]]
+            if not blocks:
+                return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+            positions = np.concatenate([np.arange(start, end) for start, end in blocks])
+            scores = np.concatenate([self.vectors[start:end] @ query for start, end in blocks])
+        k = min(top_k, len(scores))
+        if k == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        rows = best if positions is None else positions[best]
+        return ScanResult(list(self.ids[rows]), scores[best], len(scores))
+
+    def added(self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> InvertedLists:
+        return InvertedLists(
+            self.centroids,
+            np.concatenate([self.ids, np.asarray(list(ids), dtype=object)]),
+            np.concatenate([self.vectors, vectors.astype(np.float32)]),
+            np.concatenate([self.labels, labels]),
+        )
+
+    def removed(self, ids: Sequence[str]) -> InvertedLists:
+        keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=object))
+        return InvertedLists(self.centroids, self.ids[keep], self.vectors[keep], self.labels[keep])

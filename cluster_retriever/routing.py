@@ -1,0 +1,54 @@
+"""Which clusters a query probes.
+
+- ``flat``: every cluster (exact search, the baseline).
+- ``strict``: only the nearest cluster (the hard noise filter).
+- ``routed`` with ``n_probe``: the ``n_probe`` nearest clusters.
+- ``routed`` adaptive (the default): ``default_n_probe(k)`` nearest clusters, plus any
+  further cluster whose centroid is almost as close as the last one probed, so a query
+  near a cluster boundary also searches the clusters on the other side.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+Mode = Literal["routed", "flat", "strict"]
+MODES: tuple[str, ...] = ("routed", "flat", "strict")
+
+PROBE_FACTOR = 1.5
+"""Adaptive probing starts from ceil(PROBE_FACTOR * sqrt(k)) clusters: the scanned fraction
+falls like 1/sqrt(k) as the corpus (and k) grows."""
+
+
+def default_n_probe(n_clusters: int) -> int:
+    return max(1, min(n_clusters, math.ceil(PROBE_FACTOR * math.sqrt(n_clusters))))
+
+
+def route(
+    query: np.ndarray,
+    centroids: np.ndarray,
+    sizes: np.ndarray,
+    mode: Mode = "routed",
+    n_probe: int | None = None,
+    boundary_margin: float = 0.01,
+) -> np.ndarray | None:
+    """Cluster ids to scan, nearest first; ``None`` means all of them."""
+    if mode == "flat":
+        return None
+    similarity = centroids @ query
+    nonempty = np.flatnonzero(sizes)
+    order = nonempty[np.argsort(-similarity[nonempty], kind="stable")]
+    if mode == "strict":
+        return order[:1]
+    if n_probe is not None:
+        return order[:n_probe]
+    base = default_n_probe(len(centroids))
+    if base >= len(order):
+        return order
+    # Boundary queries: extend past the base while the next centroid is nearly as close.
+    threshold = similarity[order[base - 1]] - boundary_margin
+    n_extra = int(np.count_nonzero(similarity[order[base : 2 * base]] >= threshold))
+    return order[: base + n_extra]
