@@ -8,6 +8,7 @@
 """
 
 from cluster_retriever.index import ClusterIndex
+from cluster_retriever.rerank.pairwise import PairwiseLLMReranker, RerankStats
 from cluster_retriever.retriever import ClusterRetriever, RetrievalStats
 
-__all__ = ["ClusterIndex", "ClusterRetriever", "RetrievalStats"]
+__all__ = ["ClusterIndex", "ClusterRetriever", "PairwiseLLMReranker", "RerankStats", "RetrievalStats"]

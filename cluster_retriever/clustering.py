@@ -10,6 +10,8 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from cluster_retriever.errors import EmptyCorpusError
+
 NClusters = int | Literal["auto"]
 
 MINIBATCH_THRESHOLD = 20_000
@@ -24,7 +26,7 @@ def choose_n_clusters(n_docs: int) -> int:
 
 def resolve_n_clusters(n_clusters: NClusters, n_docs: int) -> int:
     if n_docs == 0:
-        raise ValueError("Cannot cluster an empty corpus: give at least one document.")
+        raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
     if n_clusters == "auto":
         return choose_n_clusters(n_docs)
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1:

@@ -127,13 +127,13 @@ class ClusterIndex:
 
         ``vector_store`` is a LlamaIndex ``ChromaVectorStore`` (or a ``VectorStoreIndex`` on
         one) or a ``chromadb`` collection; ``embed_model`` must be the model that wrote it.
-        The source collection is read, never modified.
+        The source collection is read, never modified; the cluster index is written to
+        ``client`` (pass the app's own Chroma client to keep both in one database), or to
+        ``path`` / ``host`` like ``build``.
         """
         source = _source_collection(vector_store)
         embedder = resolve_embed_model(embed_model)
-        if client is None:
-            client = make_client(path, host, port) if (path or host) else source._client
-        store = ChromaStore(client, name)
+        store = ChromaStore(client or make_client(path, host, port), name)
         return cls._write(store, _collection_batches(source), embedder, n_clusters, random_state, show_progress)
 
     @classmethod

@@ -57,21 +57,32 @@ class InvertedLists:
     def scan(self, query: np.ndarray, clusters: Sequence[int] | None, top_k: int) -> ScanResult:
         """Exact top-k over the given clusters (all of them when ``clusters`` is None)."""
         if clusters is None:
-            positions = None
-            scores = self.vectors @ query
+            starts, ends = np.array([0]), np.array([len(self.ids)])
         else:
-            blocks = [(self.offsets[c], self.offsets[c + 1]) for c in clusters if self.sizes[c]]
-            if not blocks:
-                return ScanResult([], np.zeros(0, dtype=np.float32), 0)
-            positions = np.concatenate([np.arange(start, end) for start, end in blocks])
-            scores = np.concatenate([self.vectors[start:end] @ query for start, end in blocks])
+            starts, ends = self._ranges(clusters)
+        lengths = ends - starts
+        scores = np.empty(int(lengths.sum()), dtype=np.float32)
+        filled = np.concatenate([[0], np.cumsum(lengths)])
+        for start, end, at in zip(starts, ends, filled):
+            np.matmul(self.vectors[start:end], query, out=scores[at : at + end - start])
         k = min(top_k, len(scores))
         if k == 0:
             return ScanResult([], np.zeros(0, dtype=np.float32), 0)
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
-        rows = best if positions is None else positions[best]
+        block = np.searchsorted(filled, best, side="right") - 1
+        rows = starts[block] + best - filled[block]
         return ScanResult(list(self.ids[rows]), scores[best], len(scores))
+
+    def _ranges(self, clusters: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
+        chosen = np.unique(np.asarray(clusters, dtype=np.int64))
+        chosen = chosen[self.sizes[chosen] > 0]
+        starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
+        if len(chosen) > 1:
+            joined = starts[1:] == ends[:-1]
+            starts, ends = starts[np.r_[True, ~joined]], ends[np.r_[~joined, True]]
+        return starts, ends
 
     def added(self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> InvertedLists:
         return InvertedLists(

@@ -59,6 +59,7 @@ class ChromaStore:
             )
         self.client = client
         self.name = name
+        self._open: dict[str, Any] = {}
 
     def nodes_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.nodes"
@@ -67,11 +68,14 @@ class ChromaStore:
         return f"{self.name}.g{generation}.centroids"
 
     def _collection(self, name: str, create: bool = False) -> Any:
-        if create:
-            return self.client.get_or_create_collection(
-                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-            )
-        return self.client.get_collection(name, embedding_function=None)
+        if name not in self._open:  # looking a collection up costs as much as a small query
+            if create:
+                self._open[name] = self.client.get_or_create_collection(
+                    name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+                )
+            else:
+                self._open[name] = self.client.get_collection(name, embedding_function=None)
+        return self._open[name]
 
     def nodes(self, generation: int, create: bool = False) -> Any:
         return self._collection(self.nodes_name(generation), create)
@@ -114,6 +118,7 @@ class ChromaStore:
 
     def drop_generation(self, generation: int) -> None:
         for name in (self.nodes_name(generation), self._centroids_name(generation)):
+            self._open.pop(name, None)
             try:
                 self.client.delete_collection(name)
             except Exception:  # already gone

@@ -1,0 +1,145 @@
+"""Routed query latency against Chroma's own queries, on the same collection.
+
+    python bench/routing_latency.py [--sizes 10000,100000] [--queries 300]
+
+Vectors are sampled around real all-MiniLM-L6-v2 embeddings of the CISI abstracts (each
+synthetic document is a real embedding plus Gaussian noise, re-normalised), so clusters are
+as uneven as real ones; query embedding time is excluded. For each size it reports p50/p95
+latency and recall@10 against exact search for: Chroma's unfiltered HNSW query, Chroma's
+``where={"cluster_id": {"$in": probed}}`` query and ``ClusterIndex.search`` (raw calls), and
+LlamaIndex's retriever on a ChromaVectorStore against ClusterRetriever (routed, default
+settings), with ratios measured in the same run. Writes runs/routing_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cluster_retriever import ClusterIndex, ClusterRetriever
+from cluster_retriever.datasets import load_beir
+from cluster_retriever.embeddings import embed_texts, resolve_embed_model
+from cluster_retriever.routing import route
+from cluster_retriever.store import make_client
+from llama_index.core import VectorStoreIndex
+from llama_index.core.schema import QueryBundle, TextNode
+from llama_index.vector_stores.chroma import ChromaVectorStore
+
+CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
+
+
+def sample_around(anchors: np.ndarray, n: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    picks = anchors[rng.integers(0, len(anchors), n)]
+    points = picks + rng.normal(scale=noise / np.sqrt(anchors.shape[1]), size=picks.shape).astype(np.float32)
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def timed(fn, items) -> tuple[list, np.ndarray]:
+    results, times = [], []
+    for item in items:
+        start = time.perf_counter()
+        results.append(fn(item))
+        times.append((time.perf_counter() - start) * 1000)
+    return results, np.asarray(times)
+
+
+def recall_at_10(found: list[list[str]], exact: list[list[str]]) -> float:
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+
+
+def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
+    vectors = sample_around(anchors, n, noise=0.6, rng=rng)
+    queries = sample_around(anchors, n_queries, noise=0.6, rng=rng)
+    ids = [f"doc{i}" for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        client = make_client(tmp)
+        # The "existing app": a ChromaVectorStore collection, as LlamaIndex writes it.
+        source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        vector_store = ChromaVectorStore(chroma_collection=source)
+        step = client.get_max_batch_size()  # ChromaVectorStore's own chunks can exceed it
+        for start in range(0, n, step):
+            vector_store.add(
+                [TextNode(id_=ids[i], text=f"document {i}", embedding=vectors[i].tolist()) for i in range(start, min(n, start + step))]
+            )
+        li_retriever = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model).as_retriever(similarity_top_k=10)
+        started = time.perf_counter()
+        index = ClusterIndex.from_vector_store(source, client=client, embed_model=embed_model, name="bench", show_progress=False)
+        build_s = time.perf_counter() - started
+        nodes = index.store.nodes(index.manifest.generation)
+        retriever = ClusterRetriever(index, similarity_top_k=10)
+
+        exact = [[ids[i] for i in np.argsort(-(vectors @ q))[:10]] for q in queries]
+        chroma = lambda q: source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]  # noqa: E731
+
+        def filtered(q):
+            probed = route(q, index.lists.centroids, index.lists.sizes)
+            where = {"cluster_id": {"$in": [int(c) for c in probed]}}
+            return nodes.query(query_embeddings=[q], n_results=10, where=where, include=["documents", "metadatas", "distances"])["ids"][0]
+
+        def routed(q):
+            return [h.node.node_id for h in index.search(q, route(q, index.lists.centroids, index.lists.sizes), 10)[0]]
+
+        def ours(q):
+            return [h.node.node_id for h in retriever.retrieve(QueryBundle(query_str="q", embedding=q.tolist()))]
+
+        def llamaindex(q):
+            return [h.node.node_id for h in li_retriever.retrieve(QueryBundle(query_str="q", embedding=q.tolist()))]
+
+        methods = {
+            "chroma_unfiltered": chroma,
+            "chroma_where_filter": filtered,
+            "cluster_index_search": routed,
+            "li_chroma_retriever": llamaindex,
+            "cluster_retriever": ours,
+        }
+        for fn in methods.values():  # warm-up
+            fn(queries[0])
+        rows = {}
+        scanned = []
+        for name, fn in methods.items():
+            found, ms = timed(fn, queries)
+            rows[name] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "recall@10": recall_at_10(found, exact)}
+            if name == "cluster_retriever":
+                scanned = [retriever.last_stats.fraction_scanned]
+                for q in queries[:50]:
+                    ours(q)
+                    scanned.append(retriever.last_stats.fraction_scanned)
+        rows["cluster_retriever"]["fraction_scanned"] = float(np.mean(scanned))
+        return {"n_docs": n, "n_clusters": index.n_clusters, "cluster_build_s": build_s, "modes": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--dataset", type=Path, default=CISI)
+    parser.add_argument("--json", type=Path, default=Path("runs/routing_latency.json"))
+    args = parser.parse_args()
+    embed_model = resolve_embed_model()
+    data = load_beir(args.dataset)
+    anchors = embed_texts(embed_model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
+    rng = np.random.default_rng(0)
+    results = [bench_size(int(n), anchors, args.queries, rng, embed_model) for n in args.sizes.split(",")]
+    print("vectors: real all-MiniLM-L6-v2 CISI embeddings + Gaussian noise (synthetic documents); query embedding excluded")
+    print("speed-up = baseline p50 / p50: raw calls vs chroma_unfiltered, retrievers vs li_chroma_retriever")
+    print(f"{'docs':>8} {'k':>5} {'method':<22}{'p50 ms':>8}{'p95 ms':>8}{'R@10':>7}{'speed-up':>10}")
+    for result in results:
+        for name, row in result["modes"].items():
+            # raw calls against raw Chroma; retrievers against LlamaIndex's retriever on the same collection
+            base = result["modes"]["li_chroma_retriever" if name.endswith("retriever") else "chroma_unfiltered"]["p50_ms"]
+            print(
+                f"{result['n_docs']:>8} {result['n_clusters']:>5} {name:<22}{row['p50_ms']:>8.2f}{row['p95_ms']:>8.2f}"
+                f"{row['recall@10']:>7.3f}{base / row['p50_ms']:>9.2f}x"
+            )
+        print(f"{'':>15}cluster_retriever scans {result['modes']['cluster_retriever']['fraction_scanned']:.1%} of the corpus per query")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pairwise LLM reranking: the judge, the sorting algorithms, the LlamaIndex postprocessor."""

@@ -1,0 +1,205 @@
+"""PairwiseLLMReranker: a LlamaIndex node postprocessor that reorders candidates by asking an
+LLM which of two passages better answers the query (pairwise ranking prompting, Qin et al. 2023).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.prompts.mixin import PromptDictType, PromptMixin
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, JudgeUnreachable, LiteLLMJudge, Verdict, VerdictCache
+from cluster_retriever.rerank.sorting import ALGORITHMS, METHODS, Method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankStats:
+    """What one rerank spent."""
+
+    candidates: int = 0
+    comparisons: int = 0
+    llm_calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    skipped_over_budget: int = 0
+    wall_s: float = 0.0
+    fell_back: bool = False
+
+
+class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
+    """Reorder nodes by pairwise LLM judgments, asking both orders to cancel position bias.
+
+    The output is always a permutation of the input (cut to ``top_n``): a comparison whose
+    call times out, fails or answers nonsense falls back to the first-stage order, and an
+    unreachable LLM logs one warning and returns the first-stage order. Scores become
+    rank-based, ``(n - rank) / n``.
+
+    Example::
+
+        from cluster_retriever import PairwiseLLMReranker
+
+        reranker = PairwiseLLMReranker(model="ollama_chat/llama3.2", api_base="http://localhost:11434", top_n=5)
+        engine = index.as_query_engine(similarity_top_k=30, node_postprocessors=[reranker])
+        print(reranker.last_stats)   # calls, cache hits, failures, wall time
+    """
+
+    model: str = Field(description="litellm model string, e.g. 'ollama_chat/llama3.2' or 'openai/gpt-4o-mini'.")
+    api_base: str | None = Field(default=None, description="Server URL, e.g. http://localhost:11434 for Ollama.")
+    top_n: int = Field(default=10, ge=1, description="Number of nodes returned.")
+    method: Method = Field(default="tournament", description=f"One of {METHODS}.")
+    both_orders: bool = Field(default=True, description="Ask (A,B) and (B,A); an inconsistent pair is a tie.")
+    max_concurrency: int = Field(default=8, ge=1, description="LLM calls in flight at once.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds per LLM call before it counts as failed.")
+    max_calls: int | None = Field(default=None, ge=1, description="LLM call budget per query; past it, first-stage order decides.")
+    max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
+    use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
+    cache_path: str | None = Field(default=None, description="SQLite file that keeps verdicts across queries and runs.")
+    completion_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for litellm.acompletion.")
+
+    _judge: Judge = PrivateAttr()
+    _cache: VerdictCache = PrivateAttr()
+    _last_stats: RerankStats | None = PrivateAttr(default=None)
+
+    def __init__(self, judge: Judge | None = None, **data: Any) -> None:
+        super().__init__(**data)
+        self._judge = judge or LiteLLMJudge(
+            self.model,
+            api_base=self.api_base,
+            timeout=self.timeout,
+            max_passage_chars=self.max_passage_chars,
+            use_logprobs=self.use_logprobs,
+            completion_kwargs=self.completion_kwargs,
+        )
+        self._cache = VerdictCache(self.cache_path)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "PairwiseLLMReranker"
+
+    @property
+    def last_stats(self) -> RerankStats | None:
+        return self._last_stats
+
+    def _get_prompts(self) -> PromptDictType:
+        return {"pairwise_prompt": getattr(self._judge, "prompt", DEFAULT_PROMPT)}
+
+    def _update_prompts(self, prompts: PromptDictType) -> None:
+        if "pairwise_prompt" in prompts and isinstance(self._judge, LiteLLMJudge):
+            self._judge = LiteLLMJudge(
+                self.model,
+                api_base=self.api_base,
+                timeout=self.timeout,
+                max_passage_chars=self.max_passage_chars,
+                use_logprobs=self.use_logprobs,
+                prompt=prompts["pairwise_prompt"],
+                completion_kwargs=self.completion_kwargs,
+            )
+
+    def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
+        coroutine = self._rerank(nodes, query_bundle)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        # Called synchronously from inside a running loop: run concurrently on a private loop.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        return await self._rerank(nodes, query_bundle)
+
+    async def _rerank(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> list[NodeWithScore]:
+        if query_bundle is None or not query_bundle.query_str.strip():
+            raise ValueError("PairwiseLLMReranker needs the query: pass query_bundle (or query_str) with some text.")
+        started = time.perf_counter()
+        stats = RerankStats(candidates=len(nodes))
+        self._last_stats = stats
+        passages = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        compare = _Comparisons(self, query_bundle.query_str, passages, stats)
+        try:
+            order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n)
+        except JudgeUnreachable as exc:
+            logger.warning("Reranker LLM %s is unreachable (%s); returning the first-stage order.", self.model, exc)
+            stats.fell_back = True
+            order = list(range(len(nodes)))
+        if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate
+            raise AssertionError(f"{self.method} returned a non-permutation: {order}")
+        stats.wall_s = time.perf_counter() - started
+        logger.info(
+            "pairwise rerank (%s): %d candidates, %d comparisons, %d LLM calls, %d cache hits, %d failures, %.2fs",
+            self.method, stats.candidates, stats.comparisons, stats.llm_calls, stats.cache_hits, stats.failures, stats.wall_s,
+        )
+        n = len(nodes)
+        return [NodeWithScore(node=nodes[i].node, score=(n - rank) / n) for rank, i in enumerate(order[: self.top_n])]
+
+
+class _Comparisons:
+    """``compare(i, j)`` for one query: asks the judge (both orders), caches, budgets, falls back."""
+
+    def __init__(self, reranker: PairwiseLLMReranker, query: str, passages: list[str], stats: RerankStats) -> None:
+        self.reranker = reranker
+        self.query = query
+        self.passages = passages
+        self.stats = stats
+        self.semaphore = asyncio.Semaphore(reranker.max_concurrency)
+        self.pending: dict[tuple[int, int], asyncio.Task[float]] = {}
+        self.unreachable = False
+
+    async def __call__(self, i: int, j: int) -> float:
+        if i > j:
+            return 1.0 - await self(j, i)
+        if (i, j) not in self.pending:  # one task per pair: never asked twice in a query
+            self.pending[(i, j)] = asyncio.ensure_future(self._decide(i, j))
+        return await self.pending[(i, j)]
+
+    async def _decide(self, i: int, j: int) -> float:
+        self.stats.comparisons += 1
+        if not self.reranker.both_orders:
+            verdict = await self._ask(i, j)
+            return _first_stage(i, j) if verdict is None else float(verdict == "A")
+        forward, backward = await asyncio.gather(self._ask(i, j), self._ask(j, i))
+        if forward is None or backward is None:
+            return _first_stage(i, j)
+        # i is "A" in the forward question and "B" in the backward one; a split vote is a tie.
+        return ((forward == "A") + (backward == "B")) / 2
+
+    async def _ask(self, a: int, b: int) -> Verdict | None:
+        judge, cache = self.reranker._judge, self.reranker._cache
+        key = cache.key(judge.cache_key, self.query, self.passages[a], self.passages[b])
+        if (cached := cache.get(key)) is not None:
+            self.stats.cache_hits += 1
+            return cached
+        if self.unreachable:
+            return None
+        budget = self.reranker.max_calls
+        if budget is not None and self.stats.llm_calls >= budget:
+            self.stats.skipped_over_budget += 1
+            return None
+        self.stats.llm_calls += 1  # counted before waiting, so queued calls respect the budget
+        async with self.semaphore:
+            try:
+                verdict = await judge(self.query, self.passages[a], self.passages[b])
+            except JudgeUnreachable:
+                self.unreachable = True
+                raise
+        if verdict is None:
+            self.stats.failures += 1
+        else:
+            cache.put(key, verdict)
+        return verdict
+
+
+def _first_stage(i: int, j: int) -> float:
+    return 1.0 if i < j else 0.0

@@ -1,0 +1,55 @@
+import os
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "RAGAS_DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from llama_index.core.schema import Document  # noqa: E402
+
+CISI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cisi"
+# Outside CI a checkout may lack ../shared; in CI the data is there and these tests must run.
+requires_cisi = pytest.mark.skipif(
+    not CISI.exists() and not os.environ.get("CI"), reason="../shared/datasets/cisi is not beside this checkout"
+)
+
+ROLES = {
+    "pmm": "Product marketing manager: owns positioning, messaging, pricing pages and go-to-market launches.",
+    "pm": "Product manager: owns the roadmap, writes user stories, prioritises the backlog with engineering.",
+    "de": "Data engineer: builds ETL pipelines with Spark and Airflow and models the data warehouse.",
+    "chef": "Pastry chef: bakes croissants, laminates dough and plates desserts for the restaurant.",
+}
+
+
+def make_docs(per_role: int = 5) -> list[Document]:
+    return [
+        Document(id_=f"{role}-{i}", text=f"{text} Profile number {i}.", metadata={"role": role})
+        for role, text in ROLES.items()
+        for i in range(per_role)
+    ]
+
+
+@pytest.fixture(scope="session")
+def embed_model():
+    from cluster_retriever.embeddings import resolve_embed_model
+
+    return resolve_embed_model()
+
+
+@pytest.fixture
+def docs() -> list[Document]:
+    return make_docs()
+
+
+@pytest.fixture
+def index(tmp_path, embed_model, docs):
+    from cluster_retriever import ClusterIndex
+
+    return ClusterIndex.build(docs, path=tmp_path / "chroma", embed_model=embed_model, n_clusters=4, show_progress=False)

@@ -1,0 +1,101 @@
+"""A stub LLM that speaks the Ollama HTTP API on 127.0.0.1, for tests only.
+
+It is an honest judge: it reads the query and the two passages out of the prompt and
+prefers the passage that shares more words with the query (ties go to passage A, the
+position bias small models show). Its failure modes are switched on per test: a delay,
+HTTP errors, or garbage answers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_TAG = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("query", "passage_a", "passage_b")}
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def overlap(query: str, passage: str) -> int:
+    return len(set(_WORD.findall(query.lower())) & set(_WORD.findall(passage.lower())))
+
+
+def judge(prompt: str) -> str:
+    found = {name: pattern.search(prompt) for name, pattern in _TAG.items()}
+    if not all(found.values()):
+        return "I cannot tell."
+    query, a, b = (html.unescape(found[name].group(1)) for name in ("query", "passage_a", "passage_b"))
+    return "B" if overlap(query, b) > overlap(query, a) else "A"
+
+
+class StubOllama:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.status = 200  # set to 500 to fail every call
+        self.answer: str | None = None  # set to force an answer (e.g. garbage)
+        self.requests = 0  # judge requests (/api/chat, /api/generate); litellm's /api/show lookups not counted
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                self._send(200, {"models": [], "version": "0.0-stub"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with stub._lock:
+                    stub.requests += self.path in ("/api/chat", "/api/generate")
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    time.sleep(stub.delay)
+                    if self.path == "/api/show":
+                        self._send(200, {"modelfile": "", "parameters": "", "template": "", "details": {}, "model_info": {}})
+                    elif stub.status != 200:
+                        self._send(stub.status, {"error": "stub failure"})
+                    elif self.path == "/api/chat":
+                        prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
+                        answer = stub.answer if stub.answer is not None else judge(prompt)
+                        self._send(200, {"model": body.get("model"), "message": {"role": "assistant", "content": answer},
+                                         "done": True, "done_reason": "stop", "prompt_eval_count": 50, "eval_count": 1})
+                    elif self.path == "/api/generate":
+                        answer = stub.answer if stub.answer is not None else judge(body.get("prompt", ""))
+                        self._send(200, {"model": body.get("model"), "response": answer, "done": True,
+                                         "prompt_eval_count": 50, "eval_count": 1})
+                    else:
+                        self._send(404, {"error": "not found"})
+                finally:
+                    with stub._lock:
+                        stub.in_flight -= 1
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> StubOllama:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,33 @@
+import pytest
+from typer.testing import CliRunner
+
+from cluster_retriever.cli import app
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def test_build_query_info(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(4):
+        (docs / f"chef{i}.txt").write_text(f"Pastry chef {i}\nBakes croissants and plates desserts.")
+        (docs / f"eng{i}.txt").write_text(f"Data engineer {i}\nBuilds Spark ETL pipelines and Airflow jobs.")
+    store = ["--index-path", str(tmp_path / "chroma")]
+    built = runner.invoke(app, ["build", str(docs), *store, "--n-clusters", "2"])
+    assert built.exit_code == 0, built.output
+    assert "8 documents in 2 clusters" in built.output
+    found = runner.invoke(app, ["query", "who bakes croissants", *store, "--top-k", "2"])
+    assert found.exit_code == 0, found.output
+    assert "chef" in found.output and "eng0" not in found.output and "scanned" in found.output
+    shown = runner.invoke(app, ["info", *store])
+    assert shown.exit_code == 0, shown.output
+    assert "croissants" in shown.output and "spark" in shown.output.lower()
+
+
+def test_errors_are_clear_and_exit_nonzero(tmp_path):
+    store = ["--index-path", str(tmp_path / "chroma")]
+    missing = runner.invoke(app, ["build", str(tmp_path / "missing"), *store])
+    assert missing.exit_code == 2 and "No such folder" in missing.output
+    empty = runner.invoke(app, ["query", "x", *store])
+    assert empty.exit_code == 2 and "No cluster index" in empty.output

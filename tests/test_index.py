@@ -1,0 +1,167 @@
+import numpy as np
+import pytest
+from llama_index.core import Document
+from llama_index.core.embeddings import MockEmbedding
+
+from cluster_retriever import ClusterIndex
+from cluster_retriever.embeddings import DEFAULT_MODEL_ID
+from cluster_retriever.errors import DuplicateIdError, EmbeddingMismatchError, EmptyCorpusError, IndexNotFoundError
+from cluster_retriever.store import CLUSTER_ID_KEY
+
+pytestmark = pytest.mark.slow
+
+
+def top_ids(index, query, k=5, **kwargs):
+    return [hit.node.node_id for hit in index.as_retriever(similarity_top_k=k, **kwargs).retrieve(query)]
+
+
+def test_build_stores_nodes_with_cluster_ids_centroids_and_manifest(index, docs):
+    manifest = index.manifest
+    assert (manifest.doc_count, manifest.n_clusters, manifest.dimension) == (len(docs), 4, 384)
+    assert manifest.embed_model == DEFAULT_MODEL_ID
+    stored = index.store.nodes(manifest.generation).get(include=["metadatas"])
+    by_id = dict(zip(stored["ids"], stored["metadatas"]))
+    assert set(by_id) == {d.doc_id for d in docs}
+    assert all(by_id[i][CLUSTER_ID_KEY] == index.lists.cluster_of(i) for i in by_id)
+    assert index.store.read_centroids(manifest.generation).shape == (4, 384)
+    # each role lands in one cluster: the roles are far apart
+    for role in ("pmm", "de", "chef"):
+        assert len({index.lists.cluster_of(f"{role}-{i}") for i in range(5)}) == 1
+
+
+def test_build_is_reproducible(tmp_path, embed_model, docs):
+    a = ClusterIndex.build(docs, path=tmp_path / "a", embed_model=embed_model, n_clusters=4, show_progress=False)
+    b = ClusterIndex.build(docs, path=tmp_path / "b", embed_model=embed_model, n_clusters=4, show_progress=False)
+    assert all(a.lists.cluster_of(d.doc_id) == b.lists.cluster_of(d.doc_id) for d in docs)
+
+
+def test_open_reads_the_manifest_and_gives_the_same_results(tmp_path, index, embed_model):
+    reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
+    assert reopened.manifest == index.manifest
+    assert top_ids(reopened, "bakery desserts") == top_ids(index, "bakery desserts")
+
+
+def test_open_without_a_model_loads_the_manifest_model(tmp_path, index):
+    reopened = ClusterIndex.open(path=tmp_path / "chroma")
+    assert top_ids(reopened, "spark pipelines", 3)[0].startswith("de-")
+
+
+def test_open_refuses_another_model(tmp_path, index):
+    with pytest.raises(EmbeddingMismatchError, match="built with 'sentence-transformers/all-MiniLM-L6-v2'"):
+        ClusterIndex.open(path=tmp_path / "chroma", embed_model=MockEmbedding(embed_dim=384))
+
+
+def test_open_refuses_another_dimension(tmp_path, index):
+    same_name = MockEmbedding(embed_dim=8, model_name=DEFAULT_MODEL_ID)
+    with pytest.raises(EmbeddingMismatchError, match="8-d vectors but the index stores 384-d"):
+        ClusterIndex.open(path=tmp_path / "chroma", embed_model=same_name)
+
+
+def test_open_missing_index(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="No cluster index named 'cluster_index'"):
+        ClusterIndex.open(path=tmp_path / "nothing")
+
+
+def test_bad_input_keeps_the_existing_index(tmp_path, index, embed_model, docs):
+    path = tmp_path / "chroma"
+    before = top_ids(index, "roadmap backlog")
+    with pytest.raises(EmptyCorpusError):
+        ClusterIndex.build([], path=path, embed_model=embed_model, show_progress=False)
+    with pytest.raises(ValueError, match="larger than the number of documents"):
+        ClusterIndex.build(docs[:3], path=path, embed_model=embed_model, n_clusters=5, show_progress=False)
+    with pytest.raises(DuplicateIdError, match="pmm-0"):
+        ClusterIndex.build(docs + [docs[0]], path=path, embed_model=embed_model, show_progress=False)
+    with pytest.raises(FileNotFoundError, match="No such folder"):
+        ClusterIndex.build(tmp_path / "missing", path=path, embed_model=embed_model, show_progress=False)
+    reopened = ClusterIndex.open(path=path, embed_model=embed_model)
+    assert reopened.manifest == index.manifest
+    assert top_ids(reopened, "roadmap backlog") == before
+
+
+def test_crash_in_the_middle_of_a_build_leaves_the_previous_index(tmp_path, index, embed_model, docs):
+    def exploding():
+        yield from docs[:3]
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        ClusterIndex.build(exploding(), path=tmp_path / "chroma", embed_model=embed_model, batch_size=2, show_progress=False)
+    reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
+    assert reopened.manifest == index.manifest and len(reopened) == len(docs)
+    names = {c.name for c in index.store.client.list_collections()}
+    assert names == {"cluster_index.manifest", "cluster_index.g1.nodes", "cluster_index.g1.centroids"}
+
+
+def test_rebuild_replaces_and_cleans_up_the_old_generation(tmp_path, index, embed_model, docs):
+    rebuilt = ClusterIndex.build(docs[:8], path=tmp_path / "chroma", embed_model=embed_model, n_clusters=2, show_progress=False)
+    assert rebuilt.manifest.generation == 2 and len(ClusterIndex.open(path=tmp_path / "chroma")) == 8
+    names = {c.name for c in index.store.client.list_collections()}
+    assert "cluster_index.g1.nodes" not in names
+
+
+def test_add_goes_to_the_nearest_cluster_and_persists(tmp_path, index, embed_model):
+    chef_cluster = index.lists.cluster_of("chef-0")
+    index.add([Document(id_="chef-new", text="Pastry chef who bakes sourdough bread and plates desserts.")])
+    assert index.lists.cluster_of("chef-new") == chef_cluster
+    assert "chef-new" in top_ids(index, "sourdough bread baker", 3)
+    reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
+    assert reopened.manifest.doc_count == 21 and reopened.lists.cluster_of("chef-new") == chef_cluster
+
+
+def test_add_refuses_stored_or_repeated_ids(index):
+    with pytest.raises(DuplicateIdError, match="already in the index"):
+        index.add([Document(id_="pm-0", text="another")])
+    with pytest.raises(DuplicateIdError, match="x"):
+        index.add([Document(id_="x", text="a"), Document(id_="x", text="b")])
+    with pytest.raises(EmptyCorpusError):
+        index.add([])
+    assert len(index) == 20
+
+
+def test_delete(tmp_path, index, embed_model):
+    index.delete(["chef-0", "chef-1"])
+    assert not {"chef-0", "chef-1"} & set(top_ids(index, "croissants and desserts", 10, mode="flat"))
+    with pytest.raises(KeyError, match="nothing was deleted"):
+        index.delete(["chef-2", "nope"])
+    reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
+    assert len(reopened) == 18 and "chef-2" in reopened.lists
+
+
+def test_recluster_keeps_every_node(tmp_path, index, embed_model):
+    before = top_ids(index, "warehouse modeling", 20, mode="flat")
+    index.recluster(n_clusters=2)
+    assert index.n_clusters == 2 and index.manifest.generation == 2
+    assert sorted(top_ids(index, "warehouse modeling", 20, mode="flat")) == sorted(before)
+    assert index.cluster_sizes.sum() == 20
+    assert ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model).n_clusters == 2
+
+
+def test_from_vector_store_reuses_stored_embeddings(tmp_path, embed_model, docs):
+    import chromadb
+    from chromadb.config import Settings
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    client = chromadb.PersistentClient(str(tmp_path / "app"), settings=Settings(anonymized_telemetry=False))
+    collection = client.get_or_create_collection("app_docs")
+    vector_store = ChromaVectorStore(chroma_collection=collection)
+    app_index = VectorStoreIndex.from_documents(
+        docs, storage_context=StorageContext.from_defaults(vector_store=vector_store), embed_model=embed_model
+    )
+    query = "go-to-market launches"
+    expected = [n.node.get_content() for n in app_index.as_retriever(similarity_top_k=5).retrieve(query)]
+
+    class NoEmbedding:
+        def _get_text_embeddings(self, texts):  # adoption must not re-embed documents
+            raise AssertionError("re-embedded documents")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(embed_model), "_get_text_embeddings", NoEmbedding._get_text_embeddings)
+        index = ClusterIndex.from_vector_store(
+            app_index, client=client, embed_model=embed_model, n_clusters=4, show_progress=False
+        )
+    hits = index.as_retriever(similarity_top_k=5, mode="flat").retrieve(query)
+    assert [h.node.get_content() for h in hits] == expected
+    assert all(h.node.metadata["role"] == "pmm" for h in hits)
+    assert collection.count() == len(docs)
+    assert all(CLUSTER_ID_KEY not in m for m in collection.get(include=["metadatas"])["metadatas"])
+    assert np.array_equal(np.sort(index.cluster_sizes), np.sort(np.bincount([index.lists.cluster_of(i) for i in index.lists.ids])))

@@ -1,0 +1,50 @@
+import numpy as np
+
+from cluster_retriever.inverted_lists import InvertedLists
+
+
+def make(n: int = 200, k: int = 8, dim: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels = rng.integers(0, k, size=n)
+    centroids = np.stack([vectors[labels == c].mean(0) for c in range(k)])
+    ids = [f"d{i}" for i in range(n)]
+    return InvertedLists(centroids, ids, vectors, labels), vectors, labels, ids
+
+
+def test_flat_scan_equals_exact_search():
+    lists, vectors, _, ids = make()
+    query = vectors[5]
+    result = lists.scan(query, None, 10)
+    exact = np.argsort(-(vectors @ query))[:10]
+    assert result.ids == [ids[i] for i in exact]
+    assert np.allclose(result.scores, (vectors @ query)[exact])
+    assert result.n_scanned == len(ids)
+
+
+def test_scan_of_clusters_equals_exact_search_restricted_to_them():
+    lists, vectors, labels, ids = make()
+    query = vectors[7]
+    clusters = [2, 5]
+    result = lists.scan(query, clusters, 15)
+    allowed = np.flatnonzero(np.isin(labels, clusters))
+    exact = allowed[np.argsort(-(vectors[allowed] @ query))[:15]]
+    assert result.ids == [ids[i] for i in exact]
+    assert result.n_scanned == len(allowed)
+
+
+def test_top_k_larger_than_candidates():
+    lists, vectors, labels, _ = make()
+    result = lists.scan(vectors[0], [0], 10_000)
+    assert len(result.ids) == int((labels == 0).sum())
+
+
+def test_added_and_removed_return_new_lists():
+    lists, vectors, labels, ids = make()
+    grown = lists.added(["new"], vectors[:1] * -1, np.array([3]))
+    assert "new" in grown and "new" not in lists
+    assert grown.cluster_of("new") == 3 and len(grown) == len(lists) + 1
+    shrunk = grown.removed(["new", "d0"])
+    assert "d0" not in shrunk and len(shrunk) == len(lists) - 1
+    assert shrunk.sizes.sum() == len(shrunk)
