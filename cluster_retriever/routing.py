@@ -4,8 +4,8 @@
 - ``strict``: only the nearest cluster (the hard noise filter).
 - ``routed`` with ``n_probe``: the ``n_probe`` nearest clusters.
 - ``routed`` adaptive (the default): ``default_n_probe(k)`` nearest clusters, plus any
-  further cluster whose centroid is almost as close as the last one probed, so a query
-  near a cluster boundary also searches the clusters on the other side.
+  further cluster (up to half as many again) whose centroid is almost as close as the last
+  one probed, so a query near a cluster boundary also searches the other side.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def route(
     base = default_n_probe(len(centroids))
     if base >= len(order):
         return order
-    # Boundary queries: extend past the base while the next centroid is nearly as close.
+    # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
     threshold = similarity[order[base - 1]] - boundary_margin
-    n_extra = int(np.count_nonzero(similarity[order[base : 2 * base]] >= threshold))
+    n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
     return order[: base + n_extra]

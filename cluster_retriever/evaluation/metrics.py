@@ -1,10 +1,17 @@
-"""IR metrics through ranx (nDCG, recall, MRR), never hand-written formulas."""
+"""Metrics: IR metrics through ranx, RAGAS metrics through ``ragas.evaluate``, cluster quality."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import math
+import os
+from collections import Counter
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 from ranx import Qrels, Run, evaluate
+from sklearn.metrics import silhouette_score
+
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 Ranking = Mapping[str, Mapping[str, float]]
@@ -22,3 +29,69 @@ def ir_metrics(
     if isinstance(scores, float):
         scores = {metrics[0]: scores}
     return {name: float(value) for name, value in scores.items()}
+
+
+def ragas_id_metrics(
+    queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run: Ranking, top_k: int
+) -> dict[str, float]:
+    """RAGAS's ID-based context precision and recall on the top ``top_k`` (no LLM needed)."""
+    from ragas import EvaluationDataset, SingleTurnSample, evaluate as ragas_evaluate
+    from ragas.metrics import IDBasedContextPrecision, IDBasedContextRecall
+
+    samples = [
+        SingleTurnSample(
+            user_input=queries[qid],
+            retrieved_context_ids=[d for d, _ in sorted(run.get(qid, {}).items(), key=lambda kv: -kv[1])[:top_k]] or ["-"],
+            reference_context_ids=[d for d, rel in qrels[qid].items() if rel > 0],
+        )
+        for qid in queries
+        if qrels.get(qid)
+    ]
+    result = ragas_evaluate(
+        EvaluationDataset(samples), metrics=[IDBasedContextPrecision(), IDBasedContextRecall()], show_progress=False
+    )
+    frame = result.to_pandas()
+    return {
+        f"ragas_id_context_precision@{top_k}": float(frame["id_based_context_precision"].mean()),
+        f"ragas_id_context_recall@{top_k}": float(frame["id_based_context_recall"].mean()),
+    }
+
+
+def ragas_llm_metrics(samples: list[dict[str, Any]], llm: Any, embed_model: Any, timeout: float = 120.0) -> dict[str, float]:
+    """Faithfulness, response relevancy and LLM context precision/recall, judged by ``llm``
+    (a LlamaIndex LLM). Workers, timeouts and retries suit a small local model; a metric
+    that still cannot be computed comes back as NaN rather than stopping the run."""
+    from ragas import EvaluationDataset, RunConfig, SingleTurnSample, evaluate as ragas_evaluate
+    from ragas.embeddings import LlamaIndexEmbeddingsWrapper
+    from ragas.llms import LlamaIndexLLMWrapper
+    from ragas.metrics import Faithfulness, LLMContextPrecisionWithReference, LLMContextRecall, ResponseRelevancy
+
+    dataset = EvaluationDataset([SingleTurnSample(**sample) for sample in samples])
+    result = ragas_evaluate(
+        dataset,
+        metrics=[Faithfulness(), ResponseRelevancy(), LLMContextPrecisionWithReference(), LLMContextRecall()],
+        llm=LlamaIndexLLMWrapper(llm),
+        embeddings=LlamaIndexEmbeddingsWrapper(embed_model),
+        run_config=RunConfig(timeout=int(timeout), max_retries=2, max_wait=10, max_workers=2),
+        show_progress=True,
+    )
+    frame = result.to_pandas()
+    names = ("faithfulness", "answer_relevancy", "llm_context_precision_with_reference", "context_recall")
+    return {name: float(frame[name].mean()) if name in frame else math.nan for name in names}
+
+
+def cluster_quality(vectors: np.ndarray, clusters: np.ndarray, labels: Sequence[str] | None = None, seed: int = 0) -> dict[str, float]:
+    """Silhouette (cosine, on a sample of at most 3,000 points) and, given labels, purity:
+    the share of documents whose cluster's majority label is their own."""
+    quality: dict[str, float] = {}
+    if 1 < len(set(clusters.tolist())) < len(clusters):
+        quality["silhouette"] = float(
+            silhouette_score(vectors, clusters, metric="cosine", sample_size=min(3000, len(vectors)), random_state=seed)
+        )
+    if labels is not None:
+        majority = 0
+        for cluster in set(clusters.tolist()):
+            members = [labels[i] for i in np.flatnonzero(clusters == cluster)]
+            majority += Counter(members).most_common(1)[0][1]
+        quality["purity"] = majority / len(clusters)
+    return quality

