@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from llama_index.core.schema import QueryBundle
+from llama_index.core.schema import Document, QueryBundle
 from tqdm.auto import tqdm
 
 from cluster_retriever.datasets import BeirDataset, load_beir, load_bbc_news
@@ -37,6 +37,7 @@ class EvalConfig:
     modes: tuple[str, ...] = RETRIEVAL_MODES
     top_k: int = 10
     max_queries: int | None = 500
+    max_chars: int | None = 600  # documents are cut to this many characters before embedding
     llm: str | None = None
     api_base: str | None = None
     rerank_depth: int = 30
@@ -55,7 +56,20 @@ class ModelRun:
 
 
 def load_dataset(config: EvalConfig) -> BeirDataset:
-    return load_bbc_news() if config.dataset is None else load_beir(config.dataset)
+    data = load_bbc_news() if config.dataset is None else load_beir(config.dataset)
+    if config.max_chars:
+        data.corpus = [_truncated(doc, config.max_chars) for doc in data.corpus]
+    return data
+
+
+def _truncated(doc: Document, max_chars: int) -> Document:
+    return Document(
+        id_=doc.doc_id,
+        text=doc.text[:max_chars],
+        metadata=doc.metadata,
+        excluded_embed_metadata_keys=doc.excluded_embed_metadata_keys,
+        excluded_llm_metadata_keys=doc.excluded_llm_metadata_keys,
+    )
 
 
 def sample_queries(data: BeirDataset, limit: int | None, seed: int) -> dict[str, str]:
@@ -117,8 +131,9 @@ def _run_mode(index: ClusterIndex, mode: str, queries: dict[str, str], vectors: 
             hits = head + [h for h in hits if h.node.node_id not in seen]
         run[qid] = {h.node.node_id: float(len(hits) - rank) for rank, h in enumerate(hits)}
         contexts[qid] = [h.node.get_content() for h in hits[: config.top_k]]
-    metrics = ir_metrics(data.qrels, run)
-    metrics.update(ragas_id_metrics(queries, data.qrels, run, config.top_k))
+    qrels = {qid: data.qrels[qid] for qid in queries}  # only the evaluated sample
+    metrics = ir_metrics(qrels, run)
+    metrics.update(ragas_id_metrics(queries, qrels, run, config.top_k))
     cost = {
         "fraction_scanned": float(np.mean(scanned)),
         "query_ms_p50": float(np.percentile(latencies, 50)),
