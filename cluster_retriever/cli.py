@@ -28,6 +28,14 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+def _open(name: str, index_path: Path, host: str | None, port: int) -> ClusterIndex:
+    try:
+        return ClusterIndex.open(name, path=index_path, host=host, port=port)
+    except (ClusterRetrieverError, OSError, ValueError) as exc:
+        _fail(exc)
+        raise
+
+
 @app.command()
 def build(
     source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl) or a folder of text files."),
@@ -62,8 +70,8 @@ def query(
     n_probe: Optional[int] = typer.Option(None, "--n-probe", help="Clusters to probe (default: adaptive)."),
 ) -> None:
     """Retrieve the best documents for TEXT."""
+    index = _open(name, index_path, host, port)
     try:
-        index = ClusterIndex.open(name, path=index_path, host=host, port=port)
         retriever = ClusterRetriever(index, similarity_top_k=top_k, mode=mode, n_probe=n_probe)  # type: ignore[arg-type]
         hits = retriever.retrieve(text)
     except (ClusterRetrieverError, OSError, ValueError) as exc:
@@ -86,10 +94,7 @@ def info(
     terms: int = typer.Option(5, "--terms", help="Top terms shown per cluster."),
 ) -> None:
     """Show the manifest and each cluster's size and top terms."""
-    try:
-        index = ClusterIndex.open(name, path=index_path, host=host, port=port)
-    except (ClusterRetrieverError, OSError, ValueError) as exc:
-        _fail(exc)
+    index = _open(name, index_path, host, port)
     manifest = index.manifest
     console.print(
         f"{name!r}: {manifest.doc_count} documents, {manifest.n_clusters} clusters, "

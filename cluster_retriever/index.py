@@ -63,6 +63,7 @@ class ClusterIndex:
         self.lists = lists
         self.embed_model = embed_model
         self._write_lock = threading.Lock()
+        self._records: dict[str, tuple[str, dict]] | None = None
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
@@ -146,9 +147,11 @@ class ClusterIndex:
         port: int = 8000,
         client: ClientAPI | None = None,
         embed_model: str | BaseEmbedding | None = None,
+        cache_records: bool = False,
     ) -> ClusterIndex:
         """Open a stored index. Without ``embed_model`` the model named in the manifest is
-        loaded; a model whose id or dimension differs from the manifest is refused."""
+        loaded; a model whose id or dimension differs from the manifest is refused.
+        ``cache_records=True`` calls ``cache_records()`` (see there)."""
         store = ChromaStore(client or make_client(path, host, port), name)
         manifest = store.require_manifest()
         embedder = resolve_embed_model(manifest.embed_model if embed_model is None else embed_model)
@@ -162,7 +165,8 @@ class ClusterIndex:
             labels.extend(page_labels)
         matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension), np.float32)
         lists = InvertedLists(store.read_centroids(manifest.generation), ids, matrix, np.asarray(labels))
-        return cls(store, manifest, lists, embedder)
+        index = cls(store, manifest, lists, embedder)
+        return index.cache_records() if cache_records else index
 
     @classmethod
     def _write(
@@ -230,6 +234,8 @@ class ClusterIndex:
         with self._write_lock:
             self.store.add_nodes(self.manifest.generation, ids, vectors, texts, metadatas)
             self.lists = self.lists.added(ids, vectors, labels)
+            if self._records is not None:
+                self._records.update(zip(ids, zip(texts, metadatas)))
             self._save_count()
         return ids
 
@@ -241,6 +247,9 @@ class ClusterIndex:
         with self._write_lock:
             self.store.delete_nodes(self.manifest.generation, ids)
             self.lists = self.lists.removed(ids)
+            if self._records is not None:
+                for doc_id in ids:
+                    self._records.pop(doc_id, None)
             self._save_count()
 
     def recluster(self, n_clusters: NClusters = "auto", random_state: int | None = None, show_progress: bool = False) -> None:
@@ -250,6 +259,18 @@ class ClusterIndex:
         with self._write_lock:
             rebuilt = self._write(self.store, _collection_batches(collection), self.embed_model, n_clusters, seed, show_progress)
             self.manifest, self.lists = rebuilt.manifest, rebuilt.lists
+            if self._records is not None:
+                self.cache_records()
+
+    def cache_records(self) -> ClusterIndex:
+        """Keep every node's text and metadata in memory too, so a query skips the Chroma
+        round trip that fetches its winners (about as long as Chroma's whole query). Memory
+        then grows with the corpus text; ``add``, ``delete`` and ``recluster`` keep it in step."""
+        records: dict[str, tuple[str, dict]] = {}
+        for page in pages(self.store.nodes(self.manifest.generation), ["documents", "metadatas"]):
+            records.update((i, (d or "", m or {})) for i, d, m in zip(page["ids"], page["documents"], page["metadatas"]))
+        self._records = records
+        return self
 
     def _save_count(self) -> None:
         self.manifest = self.manifest.model_copy(update={"doc_count": len(self.lists)})
@@ -282,7 +303,11 @@ class ClusterIndex:
         """Exact top-k inside ``clusters`` (all when None) for a unit query vector;
         returns the hits, with the cluster id in their metadata, and how many vectors were scanned."""
         result = self.lists.scan(query, clusters, top_k)
-        records = self.store.fetch(self.manifest.generation, result.ids)
+        cached = self._records
+        if cached is None:
+            records = self.store.fetch(self.manifest.generation, result.ids)
+        else:
+            records = {doc_id: cached[doc_id] for doc_id in result.ids if doc_id in cached}
         hits = [
             NodeWithScore(node=_to_node(doc_id, *records[doc_id]), score=float(score))
             for doc_id, score in zip(result.ids, result.scores)

@@ -165,3 +165,22 @@ def test_from_vector_store_reuses_stored_embeddings(tmp_path, embed_model, docs)
     assert collection.count() == len(docs)
     assert all(CLUSTER_ID_KEY not in m for m in collection.get(include=["metadatas"])["metadatas"])
     assert np.array_equal(np.sort(index.cluster_sizes), np.sort(np.bincount([index.lists.cluster_of(i) for i in index.lists.ids])))
+
+
+def test_cached_records_give_the_same_results_and_follow_changes(tmp_path, index, embed_model, monkeypatch):
+    from_chroma = top_ids(index, "croissants", 8, mode="flat")
+    cached = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model, cache_records=True)
+
+    def no_fetch(*args):
+        raise AssertionError("a cached index fetched records from Chroma")
+
+    monkeypatch.setattr(cached.store, "fetch", no_fetch)
+    assert top_ids(cached, "croissants", 8, mode="flat") == from_chroma
+    hits = cached.as_retriever(similarity_top_k=3).retrieve("croissants")
+    assert hits[0].node.metadata["cluster_id"] == cached.lists.cluster_of(hits[0].node.node_id)
+    cached.add([Document(id_="chef-new", text="Pastry chef baking croissants at dawn.")])
+    assert "chef-new" in top_ids(cached, "croissants at dawn", 3)
+    cached.delete(["chef-new", "chef-0"])
+    assert not {"chef-new", "chef-0"} & set(top_ids(cached, "croissants at dawn", 20, mode="flat"))
+    cached.recluster(n_clusters=3)
+    assert len(top_ids(cached, "croissants", 30, mode="flat")) == 19
