@@ -32,7 +32,7 @@ def candidates(n: int) -> list[NodeWithScore]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--delay", type=float, default=0.1)
-    parser.add_argument("--candidates", type=int, default=12)
+    parser.add_argument("--candidates", type=int, default=20)
     parser.add_argument("--top-n", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("runs/rerank_latency.json"))
     args = parser.parse_args()

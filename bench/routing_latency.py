@@ -102,6 +102,9 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         def faiss_ivf(q):
             return [ids[i] for i in ivf.search(q[None, :], 10)[1][0] if i >= 0]
 
+        def scan_only(q):  # what FAISS returns: ids, no documents
+            return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes), 10).ids
+
         def routed(q):
             return [h.node.node_id for h in index.search(q, route(q, index.lists.centroids, index.lists.sizes), 10)[0]]
 
@@ -121,6 +124,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             "faiss_ivf_flat": faiss_ivf,
             "chroma_unfiltered": chroma,
             "chroma_where_filter": filtered,
+            "cluster_scan_ids_only": scan_only,
             "cluster_index_search": routed,
             "cluster_search_cached": routed_cached,
             "li_chroma_retriever": llamaindex,
@@ -176,8 +180,8 @@ def main() -> None:
             )
         modes = result["modes"]
         print(
-            f"{'':>15}cluster_index_search p50 / faiss_ivf_flat p50 = "
-            f"{modes['cluster_index_search']['p50_ms'] / modes['faiss_ivf_flat']['p50_ms']:.2f} (nprobe {result['n_probe_default']})"
+            f"{'':>15}cluster_scan_ids_only p50 / faiss_ivf_flat p50 = "
+            f"{modes['cluster_scan_ids_only']['p50_ms'] / modes['faiss_ivf_flat']['p50_ms']:.2f} (nprobe {result['n_probe_default']})"
         )
         print(
             f"{'':>15}cluster_retriever scans {result['modes']['cluster_retriever']['fraction_scanned']:.1%} of the corpus per query; "

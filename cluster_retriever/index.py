@@ -134,6 +134,13 @@ class ClusterIndex:
         """
         source = _source_collection(vector_store)
         embedder = resolve_embed_model(embed_model)
+        stored_dim = len(source.get(limit=1, include=["embeddings"])["embeddings"][0])
+        query_dim = len(embedder.get_query_embedding("dimension check"))
+        if stored_dim != query_dim:
+            raise EmbeddingMismatchError(
+                f"Collection {source.name!r} holds {stored_dim}-d vectors but {embedding_model_id(embedder)!r} gives "
+                f"{query_dim}-d: pass the embed_model that wrote the collection."
+            )
         store = ChromaStore(client or make_client(path, host, port), name)
         return cls._write(store, _collection_batches(source), embedder, n_clusters, random_state, show_progress)
 

@@ -164,6 +164,8 @@ def test_from_vector_store_reuses_stored_embeddings(tmp_path, embed_model, docs)
     assert all(h.node.metadata["role"] == "pmm" for h in hits)
     assert collection.count() == len(docs)
     assert all(CLUSTER_ID_KEY not in m for m in collection.get(include=["metadatas"])["metadatas"])
+    with pytest.raises(EmbeddingMismatchError, match="holds 384-d vectors"):
+        ClusterIndex.from_vector_store(vector_store, client=client, embed_model=MockEmbedding(embed_dim=8), name="other")
     assert np.array_equal(np.sort(index.cluster_sizes), np.sort(np.bincount([index.lists.cluster_of(i) for i in index.lists.ids])))
 
 
