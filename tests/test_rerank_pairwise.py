@@ -61,9 +61,8 @@ async def test_async_calls_run_concurrently(stub):
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, method="allpair", max_concurrency=4)
     result = await reranker.apostprocess_nodes(nodes(), query_str=QUERY)
     assert ids(result)[:2] == by_overlap()[:2]
-    assert 1 < stub.max_in_flight <= 4
-    calls = reranker.last_stats.llm_calls
-    assert calls == 6 * 5 and reranker.last_stats.wall_s < calls * stub.delay / 2
+    assert 1 < stub.max_in_flight <= 4  # overlapping calls, never more than the bound
+    assert reranker.last_stats.llm_calls == 6 * 5
 
 
 def test_sync_path_is_concurrent_too(stub):
