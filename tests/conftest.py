@@ -53,3 +53,14 @@ def index(tmp_path, embed_model, docs):
     from cluster_retriever import ClusterIndex
 
     return ClusterIndex.build(docs, path=tmp_path / "chroma", embed_model=embed_model, n_clusters=4, show_progress=False)
+
+
+@pytest.fixture
+def text_folder(tmp_path) -> Path:
+    """Four pastry-chef and four data-engineer profiles, one text file each (first line: title)."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"chef{i}.txt").write_text(f"Pastry chef {i}\nLaminates croissant dough, bakes croissants and plates desserts.")
+        (folder / f"eng{i}.txt").write_text(f"Data engineer {i}\nBuilds Spark ETL pipelines and Airflow jobs.")
+    return folder

@@ -7,12 +7,8 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
-def test_build_query_info(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(4):
-        (docs / f"chef{i}.txt").write_text(f"Pastry chef {i}\nBakes croissants and plates desserts.")
-        (docs / f"eng{i}.txt").write_text(f"Data engineer {i}\nBuilds Spark ETL pipelines and Airflow jobs.")
+def test_build_query_info(tmp_path, text_folder):
+    docs = text_folder
     store = ["--index-path", str(tmp_path / "chroma")]
     built = runner.invoke(app, ["build", str(docs), *store, "--n-clusters", "2"])
     assert built.exit_code == 0, built.output
@@ -20,7 +16,7 @@ def test_build_query_info(tmp_path):
     found = runner.invoke(app, ["query", "who bakes croissants", *store, "--top-k", "2"])
     assert found.exit_code == 0, found.output
     assert "chef" in found.output and "eng0" not in found.output and "scanned" in found.output
-    shown = runner.invoke(app, ["info", *store])
+    shown = runner.invoke(app, ["info", *store, "--terms", "8"])
     assert shown.exit_code == 0, shown.output
     assert "croissants" in shown.output and "spark" in shown.output.lower()
 

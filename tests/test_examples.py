@@ -12,12 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_chat_single_turn_with_reranking(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(3):
-        (docs / f"chef{i}.txt").write_text(f"Pastry chef {i}\nLaminates croissant dough and bakes pastries.")
-        (docs / f"eng{i}.txt").write_text(f"Data engineer {i}\nBuilds Spark ETL pipelines.")
+def test_chat_single_turn_with_reranking(tmp_path, text_folder):
+    docs = text_folder
     with StubOllama() as stub:
         shown = subprocess.run(
             [sys.executable, str(REPO / "examples" / "chat.py"), "--docs", str(docs), "--index-path", str(tmp_path / "index"),
