@@ -124,12 +124,6 @@ class ChromaStore:
             except Exception:  # already gone
                 pass
 
-    def drop_all(self) -> None:
-        manifest = self.read_manifest()
-        if manifest is not None:
-            self.drop_generation(manifest.generation)
-            self.client.delete_collection(f"{self.name}.manifest")
-
     # -- nodes ----------------------------------------------------------------------------
     def add_nodes(
         self,
@@ -168,9 +162,6 @@ class ChromaStore:
         for page in pages(self.nodes(generation), ["documents", "metadatas"]):
             for text, metadata in zip(page["documents"], page["metadatas"]):
                 yield text or "", int(metadata[CLUSTER_ID_KEY])
-
-    def existing_ids(self, generation: int, ids: Sequence[str]) -> list[str]:
-        return self.nodes(generation).get(ids=list(ids), include=[])["ids"]
 
     def fetch(self, generation: int, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
         """Documents and metadata by id (Chroma does not keep the request order)."""
