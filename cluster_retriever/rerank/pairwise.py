@@ -13,6 +13,7 @@ from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixin
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
@@ -72,15 +73,19 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
     def __init__(self, judge: Judge | None = None, **data: Any) -> None:
         super().__init__(**data)
-        self._judge = judge or LiteLLMJudge(
+        self._judge = judge or self._litellm_judge(DEFAULT_PROMPT)
+        self._cache = VerdictCache(self.cache_path)
+
+    def _litellm_judge(self, prompt: PromptTemplate) -> LiteLLMJudge:
+        return LiteLLMJudge(
             self.model,
             api_base=self.api_base,
             timeout=self.timeout,
             max_passage_chars=self.max_passage_chars,
             use_logprobs=self.use_logprobs,
+            prompt=prompt,
             completion_kwargs=self.completion_kwargs,
         )
-        self._cache = VerdictCache(self.cache_path)
 
     @classmethod
     def class_name(cls) -> str:
@@ -95,15 +100,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
     def _update_prompts(self, prompts: PromptDictType) -> None:
         if "pairwise_prompt" in prompts and isinstance(self._judge, LiteLLMJudge):
-            self._judge = LiteLLMJudge(
-                self.model,
-                api_base=self.api_base,
-                timeout=self.timeout,
-                max_passage_chars=self.max_passage_chars,
-                use_logprobs=self.use_logprobs,
-                prompt=prompts["pairwise_prompt"],
-                completion_kwargs=self.completion_kwargs,
-            )
+            self._judge = self._litellm_judge(prompts["pairwise_prompt"])
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         coroutine = self._rerank(nodes, query_bundle)
