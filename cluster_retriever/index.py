@@ -135,7 +135,7 @@ class ClusterIndex:
         source = _source_collection(vector_store)
         embedder = resolve_embed_model(embed_model)
         stored_dim = len(source.get(limit=1, include=["embeddings"])["embeddings"][0])
-        query_dim = len(embedder.get_query_embedding("dimension check"))
+        query_dim = _embedding_dim(embedder)
         if stored_dim != query_dim:
             raise EmbeddingMismatchError(
                 f"Collection {source.name!r} holds {stored_dim}-d vectors but {embedding_model_id(embedder)!r} gives "
@@ -273,10 +273,7 @@ class ClusterIndex:
         """Keep every node's text and metadata in memory too, so a query skips the Chroma
         round trip that fetches its winners (about as long as Chroma's whole query). Memory
         then grows with the corpus text; ``add``, ``delete`` and ``recluster`` keep it in step."""
-        records: dict[str, tuple[str, dict]] = {}
-        for page in pages(self.store.nodes(self.manifest.generation), ["documents", "metadatas"]):
-            records.update((i, (d or "", m or {})) for i, d, m in zip(page["ids"], page["documents"], page["metadatas"]))
-        self._records = records
+        self._records = {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(self.manifest.generation)}
         return self
 
     def _save_count(self) -> None:
@@ -297,8 +294,10 @@ class ClusterIndex:
 
     def top_terms(self, n_terms: int = 5) -> list[list[str]]:
         """The most characteristic words of each cluster, so a person can see what it is about."""
-        texts, labels = zip(*self.store.iter_texts(self.manifest.generation)) if len(self) else ((), ())
-        return cluster_top_terms(list(texts), np.asarray(labels, dtype=np.int64), self.n_clusters, n_terms)
+        records = list(self.store.iter_records(self.manifest.generation))
+        texts = [text for _, text, _ in records]
+        labels = np.asarray([int(metadata[CLUSTER_ID_KEY]) for _, _, metadata in records], dtype=np.int64)
+        return cluster_top_terms(texts, labels, self.n_clusters, n_terms)
 
     def as_retriever(self, **kwargs: Any) -> ClusterRetriever:
         """A ``ClusterRetriever`` over this index; keyword arguments go to its constructor."""
@@ -360,12 +359,16 @@ def _check_embedder(embedder: BaseEmbedding, manifest: Manifest) -> None:
             f"This index was built with {manifest.embed_model!r} but the query embedder is {model_id!r}. "
             f"Open it with embed_model={manifest.embed_model!r}, or rebuild the index with the new model."
         )
-    dimension = len(embedder.get_query_embedding("dimension check"))
+    dimension = _embedding_dim(embedder)
     if dimension != manifest.dimension:
         raise EmbeddingMismatchError(
             f"The query embedder gives {dimension}-d vectors but the index stores {manifest.dimension}-d vectors "
             f"from {manifest.embed_model!r}: use the model the index was built with."
         )
+
+
+def _embedding_dim(embedder: BaseEmbedding) -> int:
+    return len(embedder.get_query_embedding("dimension check"))
 
 
 def _node_metadata(node: BaseNode) -> dict:

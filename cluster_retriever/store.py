@@ -157,11 +157,11 @@ class ChromaStore:
             clusters = [int(m[CLUSTER_ID_KEY]) for m in page["metadatas"]]
             yield page["ids"], np.asarray(page["embeddings"], dtype=np.float32), clusters
 
-    def iter_texts(self, generation: int) -> Iterator[tuple[str, int]]:
-        """(text, cluster id) of every stored node."""
+    def iter_records(self, generation: int) -> Iterator[tuple[str, str, dict]]:
+        """(id, text, metadata) of every stored node."""
         for page in pages(self.nodes(generation), ["documents", "metadatas"]):
-            for text, metadata in zip(page["documents"], page["metadatas"]):
-                yield text or "", int(metadata[CLUSTER_ID_KEY])
+            for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"]):
+                yield doc_id, text or "", metadata or {}
 
     def fetch(self, generation: int, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
         """Documents and metadata by id (Chroma does not keep the request order)."""
