@@ -1,12 +1,16 @@
-"""Peak memory of a build from a folder of text files, at two corpus sizes.
+"""Peak memory of a build from a folder of text files, by corpus size and by text size.
 
-    python bench/build_memory.py [--sizes 10000,100000] [--model tokenlearn-static-model-64d]
+    python bench/build_memory.py [--runs 10000x150,100000x150,10000x1200] [--model tokenlearn-static-model-64d]
 
-Generates N text files of about 1 kB (synthetic sentences from a fixed vocabulary), then
-builds an index from the folder in a fresh subprocess and reads its peak RSS. Documents are
-streamed in batches; what must grow with N is the vectors (N x dim floats, needed for
-clustering) and Chroma's own HNSW index, not the corpus text. The static model keeps the
-embedding time small enough to build 100k documents here. Writes runs/build_memory.json.
+Each run (DOCUMENTSxWORDS) generates that many text files of that many words (synthetic
+sentences from a fixed vocabulary), then builds an index from the folder in a fresh
+subprocess. A thread there samples the resident set every 20 ms; the figure is the peak
+during the build minus the resident set just before it (libraries and model loaded).
+Documents are streamed in batches: what must grow with the number of documents is the
+vectors (N x dim floats, needed for clustering) and Chroma's own index, not the corpus
+text, so the same N with 8x the text should need about the same memory. The static model
+keeps the embedding time small enough to build 100k documents here.
+Writes runs/build_memory.json.
 """
 
 from __future__ import annotations
@@ -20,28 +24,39 @@ import tempfile
 from pathlib import Path
 
 CHILD = """
-import resource, sys, time
-from cluster_retriever import ClusterIndex
-started = time.perf_counter()
-index = ClusterIndex.build(sys.argv[1], path=sys.argv[2], embed_model=sys.argv[3], show_progress=False)
-print(len(index), time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
-BASELINE = """
-import resource
+import sys, threading, time
 from cluster_retriever import ClusterIndex
 from cluster_retriever.embeddings import resolve_embed_model
-import sys
-resolve_embed_model(sys.argv[1]).get_text_embedding("warm up")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+def rss_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+model = resolve_embed_model(sys.argv[3])
+model.get_text_embedding("warm up")
+before = peak = rss_mb()
+done = threading.Event()
+
+def sample():
+    global peak
+    while not done.wait(0.02):
+        peak = max(peak, rss_mb())
+
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+index = ClusterIndex.build(sys.argv[1], path=sys.argv[2], embed_model=model, show_progress=False)
+seconds = time.perf_counter() - started
+done.set()
+print(len(index), seconds, before, max(peak, rss_mb()) - before)
 """
 
 
-def write_corpus(folder: Path, n: int, seed: int = 0) -> int:
+def write_corpus(folder: Path, n: int, words_per_doc: int = 150, seed: int = 0) -> int:
     rng = random.Random(seed)
     words = "data index cluster query vector search model retrieval library chroma embedding ranking rerank pipeline".split()
     size = 0
     for i in range(n):
-        text = f"Document {i}\n" + " ".join(rng.choice(words) for _ in range(150))
+        text = f"Document {i}\n" + " ".join(rng.choice(words) for _ in range(words_per_doc))
         (folder / f"{i // 1000:03d}").mkdir(exist_ok=True)
         (folder / f"{i // 1000:03d}" / f"{i}.txt").write_text(text)
         size += len(text)
@@ -50,24 +65,33 @@ def write_corpus(folder: Path, n: int, seed: int = 0) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--runs", default="10000x150,100000x150,10000x1200")
     parser.add_argument("--model", default="tokenlearn-static-model-64d")
     parser.add_argument("--json", type=Path, default=Path("runs/build_memory.json"))
     args = parser.parse_args()
-    baseline = float(subprocess.run([sys.executable, "-c", BASELINE, args.model], capture_output=True, text=True, check=True).stdout.split()[-1])
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    for run in args.runs.split(","):
+        n, words = (int(part) for part in run.split("x"))
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "corpus"
             corpus.mkdir()
-            text_mb = write_corpus(corpus, n) / 2**20
-            out = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(Path(tmp) / "chroma"), args.model], capture_output=True, text=True, check=True)
-            docs, seconds, peak_mb = out.stdout.split()[-3:]
-            rows.append({"documents": int(docs), "text_mb": text_mb, "build_s": float(seconds), "peak_rss_mb": float(peak_mb), "baseline_rss_mb": baseline})
-    print(f"model {args.model}; baseline RSS (libraries + model loaded) {baseline:.0f} MB")
-    print(f"{'documents':>10}{'text MB':>9}{'build s':>9}{'peak RSS MB':>13}{'above baseline':>16}")
+            text_mb = write_corpus(corpus, n, words) / 2**20
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(corpus), str(Path(tmp) / "chroma"), args.model],
+                capture_output=True, text=True, check=True,
+            )
+            docs, seconds, before, growth = out.stdout.split()[-4:]
+            rows.append({
+                "documents": int(docs), "words_per_doc": words, "text_mb": text_mb, "build_s": float(seconds),
+                "rss_before_mb": float(before), "peak_growth_mb": float(growth),
+            })
+    print(f"model {args.model}; growth = peak RSS during the build - RSS before it (libraries and model loaded)")
+    print(f"{'documents':>10}{'words/doc':>10}{'text MB':>9}{'build s':>9}{'RSS before':>12}{'peak growth MB':>16}{'KB/doc':>8}")
     for row in rows:
-        print(f"{row['documents']:>10}{row['text_mb']:>9.0f}{row['build_s']:>9.1f}{row['peak_rss_mb']:>13.0f}{row['peak_rss_mb'] - baseline:>16.0f}")
+        print(
+            f"{row['documents']:>10}{row['words_per_doc']:>10}{row['text_mb']:>9.0f}{row['build_s']:>9.1f}"
+            f"{row['rss_before_mb']:>12.0f}{row['peak_growth_mb']:>16.0f}{row['peak_growth_mb'] * 1024 / row['documents']:>8.2f}"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2))
 

@@ -11,7 +11,9 @@ number of lists as our clusters, nprobe = our default probe count; ids only, no 
 ``ClusterIndex.search`` fetching the winners from Chroma, and the same with records cached in
 memory (``cache_records=True``) (raw calls), and LlamaIndex's retriever on a ChromaVectorStore against ClusterRetriever
 (routed, default settings), with ratios measured in the same run; plus build times and the
-memory each in-memory index holds. Writes runs/routing_latency.json.
+memory each in-memory index holds. Equal recall: FAISS IVF (its own k-means) and our scan
+(ids only) are each run at n_probe 1..64; for recall@10 >= 0.95 and >= 0.99 the fastest
+setting of each that reaches it is compared. Writes runs/routing_latency.json.
 """
 
 from __future__ import annotations
@@ -54,6 +56,34 @@ def timed(fn, items) -> tuple[list, np.ndarray]:
 
 def recall_at_10(found: list[list[str]], exact: list[list[str]]) -> float:
     return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+
+
+PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+TARGETS = (0.95, 0.99)
+
+
+def recall_latency_curve(search_at, queries: np.ndarray, exact: list[list[str]]) -> list[dict]:
+    """recall@10 and p50 latency of ``search_at(query, n_probe)`` at each probe count."""
+    curve = []
+    for n_probe in PROBES:
+        found, ms = timed(lambda q: search_at(q, n_probe), queries)
+        curve.append({"n_probe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
+    return curve
+
+
+def fastest_reaching(curve: list[dict], target: float) -> dict | None:
+    reaching = [row for row in curve if row["recall@10"] >= target]
+    return min(reaching, key=lambda row: row["p50_ms"]) if reaching else None
+
+
+def equal_recall(faiss_curve: list[dict], ours_curve: list[dict]) -> dict:
+    """For each target recall, the fastest setting of each that reaches it, and the ratio."""
+    rows = {}
+    for target in TARGETS:
+        faiss_best, ours_best = fastest_reaching(faiss_curve, target), fastest_reaching(ours_curve, target)
+        ratio = ours_best["p50_ms"] / faiss_best["p50_ms"] if faiss_best and ours_best else None
+        rows[str(target)] = {"faiss_ivf_flat": faiss_best, "cluster_scan_ids_only": ours_best, "ours_over_faiss": ratio}
+    return rows
 
 
 def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
@@ -144,6 +174,19 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
                     ours(q)
                     scanned.append(retriever.last_stats.fraction_scanned)
         rows["cluster_retriever"]["fraction_scanned"] = float(np.mean(scanned))
+
+        def faiss_at(q, n_probe):
+            ivf.nprobe = n_probe
+            return faiss_ivf(q)
+
+        def ours_at(q, n_probe):
+            return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes, n_probe=n_probe), 10).ids
+
+        curves = {
+            "faiss_ivf_flat": recall_latency_curve(faiss_at, queries, exact),
+            "cluster_scan_ids_only": recall_latency_curve(ours_at, queries, exact),
+        }
+        ivf.nprobe = default_n_probe(index.n_clusters)
         memory_mb = {
             "cluster_index": (index.lists.vectors.nbytes + index.lists.centroids.nbytes + sum(len(i) + 57 for i in index.lists.ids)) / 2**20,
             "faiss_ivf_flat": faiss.serialize_index(ivf).nbytes / 2**20,
@@ -152,6 +195,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             "n_docs": n, "n_clusters": index.n_clusters, "n_probe_default": default_n_probe(index.n_clusters),
             "build_s": {"chroma_collection": chroma_build_s, "cluster_index_from_collection": build_s, "faiss_ivf_flat": faiss_build_s},
             "memory_mb": memory_mb, "modes": rows,
+            "equal_recall": equal_recall(curves["faiss_ivf_flat"], curves["cluster_scan_ids_only"]), "curves": curves,
         }
 
 
@@ -183,6 +227,16 @@ def main() -> None:
             f"{'':>15}cluster_scan_ids_only p50 / faiss_ivf_flat p50 = "
             f"{modes['cluster_scan_ids_only']['p50_ms'] / modes['faiss_ivf_flat']['p50_ms']:.2f} (nprobe {result['n_probe_default']})"
         )
+        for target, row in result["equal_recall"].items():
+            faiss_best, ours_best = row["faiss_ivf_flat"], row["cluster_scan_ids_only"]
+            if row["ours_over_faiss"] is None:
+                print(f"{'':>15}recall@10 >= {target}: not reached by both in n_probe {PROBES}")
+                continue
+            print(
+                f"{'':>15}equal recall@10 >= {target}: faiss nprobe {faiss_best['n_probe']} {faiss_best['p50_ms']:.3f} ms "
+                f"(R {faiss_best['recall@10']:.3f}), ours n_probe {ours_best['n_probe']} {ours_best['p50_ms']:.3f} ms "
+                f"(R {ours_best['recall@10']:.3f}): ours / faiss = {row['ours_over_faiss']:.2f}"
+            )
         print(
             f"{'':>15}cluster_retriever scans {result['modes']['cluster_retriever']['fraction_scanned']:.1%} of the corpus per query; "
             f"build s: " + ", ".join(f"{k} {v:.1f}" for k, v in result["build_s"].items())

@@ -60,11 +60,18 @@ def fit_clusters(vectors: np.ndarray, n_clusters: NClusters = "auto", random_sta
     return Clustering(centroids=centroids, labels=assign(vectors, centroids))
 
 
+ASSIGN_CHUNK = 4096
+"""Rows scored at a time: the full (documents x clusters) score matrix of a 100k-document
+build would be larger than its vectors."""
+
+
 def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Nearest centroid (by cosine) for each row."""
-    if len(vectors) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.argmax(vectors @ centroids.T, axis=1).astype(np.int64)
+    labels = np.empty(len(vectors), dtype=np.int64)
+    for start in range(0, len(vectors), ASSIGN_CHUNK):
+        chunk = vectors[start : start + ASSIGN_CHUNK]
+        labels[start : start + len(chunk)] = np.argmax(chunk @ centroids.T, axis=1)
+    return labels
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

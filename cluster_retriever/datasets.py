@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -63,7 +64,7 @@ def iter_text_folder(path: str | Path) -> Iterator[Document]:
     the title the first non-empty line. Files that are not valid UTF-8 are read with
     replacement characters rather than dropped."""
     folder = _require_dir(path)
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES):
+    for file in _walk_text_files(folder):
         text = file.read_bytes().decode("utf-8", errors="replace")
         if not text.strip():
             continue
@@ -71,6 +72,17 @@ def iter_text_folder(path: str | Path) -> Iterator[Document]:
         doc = _document(file.relative_to(folder).as_posix(), text, file_path=str(file))
         doc.metadata["title"] = title
         yield doc
+
+
+def _walk_text_files(folder: Path) -> Iterator[Path]:
+    """Text files in a stable order (each directory's files sorted, then its sorted
+    subdirectories), listing one directory at a time so a huge tree is never held in memory."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(root) / name
+            if file.suffix.lower() in TEXT_SUFFIXES and file.is_file():
+                yield file
 
 
 def iter_documents(path: str | Path) -> Iterator[Document]:

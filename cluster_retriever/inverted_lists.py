@@ -63,8 +63,9 @@ class InvertedLists:
         lengths = ends - starts
         scores = np.empty(int(lengths.sum()), dtype=np.float32)
         filled = np.concatenate([[0], np.cumsum(lengths)])
-        for start, end, at in zip(starts, ends, filled):
-            np.matmul(self.vectors[start:end], query, out=scores[at : at + end - start])
+        vectors = self.vectors
+        for start, end, at in zip(starts.tolist(), ends.tolist(), filled.tolist()):
+            np.matmul(vectors[start:end], query, out=scores[at : at + end - start])
         k = min(top_k, len(scores))
         if k == 0:
             return ScanResult([], np.zeros(0, dtype=np.float32), 0)
@@ -80,8 +81,9 @@ class InvertedLists:
         chosen = chosen[self.sizes[chosen] > 0]
         starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
         if len(chosen) > 1:
-            joined = starts[1:] == ends[:-1]
-            starts, ends = starts[np.r_[True, ~joined]], ends[np.r_[~joined, True]]
+            gap = starts[1:] != ends[:-1]  # between cluster i and i + 1
+            first, last = np.append(True, gap), np.append(gap, True)
+            starts, ends = starts[first], ends[last]
         return starts, ends
 
     def added(self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> InvertedLists:

@@ -39,16 +39,25 @@ def route(
     if mode == "flat":
         return None
     similarity = centroids @ query
-    nonempty = np.flatnonzero(sizes)
-    order = nonempty[np.argsort(-similarity[nonempty], kind="stable")]
-    if mode == "strict":
-        return order[:1]
-    if n_probe is not None:
-        return order[:n_probe]
-    base = default_n_probe(len(centroids))
-    if base >= len(order):
-        return order
+    n_nonempty = int(np.count_nonzero(sizes))
+    if n_nonempty < len(sizes):
+        similarity = np.where(sizes > 0, similarity, -np.inf)
+    base = 1 if mode == "strict" else n_probe or default_n_probe(len(centroids))
+    adaptive = mode == "routed" and n_probe is None
+    order = _nearest(similarity, min(n_nonempty, base + base // 2 if adaptive else base))
+    if not adaptive or base >= len(order):
+        return order[:base]
     # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
     threshold = similarity[order[base - 1]] - boundary_margin
-    n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
+    n_extra = int(np.count_nonzero(similarity[order[base:]] >= threshold))
     return order[: base + n_extra]
+
+
+def _nearest(similarity: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest similarities, largest first (a partial sort: routing
+    runs on every query and needs only the head of the order)."""
+    if count < len(similarity):
+        head = np.argpartition(-similarity, count - 1)[:count]
+    else:
+        head = np.arange(len(similarity))
+    return head[np.argsort(-similarity[head], kind="stable")]

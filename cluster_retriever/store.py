@@ -7,10 +7,11 @@ the middle of a build leaves the previous index readable.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import chromadb
 import numpy as np
@@ -143,6 +144,7 @@ class ChromaStore:
                 documents=list(documents[start:end]),
                 metadatas=list(metadatas[start:end]),
             )
+        release_freed_heap()
 
     def set_cluster_ids(self, generation: int, ids: Sequence[str], labels: np.ndarray) -> None:
         collection = self.nodes(generation)
@@ -182,6 +184,25 @@ class ChromaStore:
         order = np.argsort([int(i) for i in found["ids"]])
         return np.asarray(found["embeddings"], dtype=np.float32)[order]
 
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_heap() -> None:
+    """Give freed heap pages back to the OS (glibc only). An embedded Chroma write copies
+    each document through Python and Rust and indexes its words; glibc keeps the freed
+    pages, so without this a long build's resident memory grows with the corpus text
+    (measured: 10k documents of 8.6 kB peaked 110 MB higher than of 1 kB)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def pages(collection: Any, include: list[str], page_size: int = _PAGE) -> Iterator[dict]:

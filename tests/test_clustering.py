@@ -28,6 +28,16 @@ def test_assign_matches_labels_of_fit():
     assert np.array_equal(assign(vectors, clustering.centroids), clustering.labels)
 
 
+def test_assign_in_chunks_equals_full_argmax(monkeypatch):
+    import cluster_retriever.clustering as clustering
+
+    rng = np.random.default_rng(3)
+    vectors, centroids = rng.normal(size=(103, 8)), rng.normal(size=(5, 8))
+    monkeypatch.setattr(clustering, "ASSIGN_CHUNK", 10)  # 11 chunks, the last one short
+    assert np.array_equal(assign(vectors, centroids), np.argmax(vectors @ centroids.T, axis=1))
+    assert assign(vectors[:0], centroids).shape == (0,)
+
+
 def test_minibatch_path_above_threshold(monkeypatch):
     import cluster_retriever.clustering as clustering
 

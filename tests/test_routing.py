@@ -44,3 +44,16 @@ def test_adaptive_probes_more_near_a_boundary():
 
 def test_default_probe_fraction_falls_with_k():
     assert default_n_probe(100) / 100 > default_n_probe(1000) / 1000 > default_n_probe(10000) / 10000
+
+
+def test_partial_sort_gives_the_full_order_head():
+    rng = np.random.default_rng(1)
+    centroids = rng.normal(size=(300, 16)).astype(np.float32)
+    sizes = rng.integers(0, 3, size=300)  # about a third empty
+    query = unit(*rng.normal(size=16))
+    similarity = centroids @ query
+    full = [c for c in np.argsort(-similarity) if sizes[c] > 0]
+    assert list(route(query, centroids, sizes, n_probe=12)) == full[:12]
+    assert list(route(query, centroids, sizes, n_probe=1000)) == full  # capped at the non-empty clusters
+    adaptive = list(route(query, centroids, sizes))
+    assert adaptive == full[: len(adaptive)]
