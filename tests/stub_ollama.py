@@ -31,6 +31,12 @@ def judge(prompt: str) -> str:
     return "B" if overlap(query, b) > overlap(query, a) else "A"
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a 6th simultaneous connection waits for a TCP
+    # SYN retry (1 s), which a real Ollama server (Go's backlog is the system maximum) never costs.
+    request_queue_size = 128
+
+
 class StubOllama:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
@@ -87,7 +93,7 @@ class StubOllama:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -99,3 +105,20 @@ class StubOllama:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """``python -m tests.stub_ollama --delay 0.1``: serve in a process of its own (as a real
+    Ollama server runs), print the URL, serve until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    with StubOllama(delay=args.delay) as stub:
+        print(stub.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
