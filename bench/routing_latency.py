@@ -13,7 +13,9 @@ memory (``cache_records=True``) (raw calls), and LlamaIndex's retriever on a Chr
 (routed, default settings), with ratios measured in the same run; plus build times and the
 memory each in-memory index holds. Equal recall: FAISS IVF (its own k-means) and our scan
 (ids only) are each run at n_probe 1..128; for recall@10 >= 0.95 and >= 0.99 the fastest
-setting of each that reaches it is compared (n_probe 1..128). Writes runs/routing_latency.json.
+setting of each that reaches it is compared (n_probe 1..128). Likewise Chroma's query, on
+extra collections created with a higher ef_search (--chroma-ef), against our search with
+records cached (both return documents). Writes runs/routing_latency.json.
 """
 
 from __future__ import annotations
@@ -96,7 +98,29 @@ def equal_recall(faiss_curve: list[dict], ours_curve: list[dict]) -> dict:
     return rows
 
 
-def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
+def fill(collection, ids: list[str], vectors: np.ndarray, batch: int) -> None:
+    """Write the vectors the way LlamaIndex's ChromaVectorStore does, in Chroma-sized batches."""
+    vector_store = ChromaVectorStore(chroma_collection=collection)
+    for start in range(0, len(ids), batch):
+        end = min(len(ids), start + batch)
+        vector_store.add([TextNode(id_=ids[i], text=f"document {i}", embedding=vectors[i].tolist()) for i in range(start, end)])
+
+
+def chroma_at_ef(client, ef_search: int, ids, vectors, queries, exact) -> dict:
+    """Chroma's query on a collection created with ``ef_search`` (changing it on a loaded
+    collection with ``modify`` did not change its recall in our trial)."""
+    collection = client.create_collection(
+        f"source-ef{ef_search}", embedding_function=None, configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}}
+    )
+    fill(collection, ids, vectors, client.get_max_batch_size())
+    query = lambda q: collection.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]  # noqa: E731
+    query(queries[0])
+    found, ms = timed(query, queries)
+    client.delete_collection(collection.name)
+    return {"ef_search": ef_search, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)}
+
+
+def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model, chroma_ef: list[int]) -> dict:
     vectors = sample_between(anchors, n, NOISE, rng)
     queries = sample_between(anchors, n_queries, NOISE, rng)
     ids = [f"doc{i}" for i in range(n)]
@@ -106,11 +130,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         vector_store = ChromaVectorStore(chroma_collection=source)
         started = time.perf_counter()
-        step = client.get_max_batch_size()  # ChromaVectorStore's own chunks can exceed it
-        for start in range(0, n, step):
-            vector_store.add(
-                [TextNode(id_=ids[i], text=f"document {i}", embedding=vectors[i].tolist()) for i in range(start, min(n, start + step))]
-            )
+        fill(source, ids, vectors, client.get_max_batch_size())  # ChromaVectorStore's own chunks can exceed it
         chroma_build_s = time.perf_counter() - started
         li_retriever = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model).as_retriever(similarity_top_k=10)
         started = time.perf_counter()
@@ -192,10 +212,21 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         def ours_at(q, n_probe):
             return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes, n_probe=n_probe), 10).ids
 
+        def cached_at(q, n_probe):
+            return [h.node.node_id for h in cached.search(q, route(q, cached.lists.centroids, cached.lists.sizes, n_probe=n_probe), 10)[0]]
+
         curves = {
             "faiss_ivf_flat": recall_latency_curve(faiss_at, queries, exact),
             "cluster_scan_ids_only": recall_latency_curve(ours_at, queries, exact),
+            "cluster_search_cached": recall_latency_curve(cached_at, queries, exact),
         }
+        chroma_curve = [{"ef_search": 100, "p50_ms": rows["chroma_unfiltered"]["p50_ms"], "recall@10": rows["chroma_unfiltered"]["recall@10"]}]
+        chroma_curve += [chroma_at_ef(client, ef, ids, vectors, queries, exact) for ef in chroma_ef]
+        vs_chroma = {}
+        for target in TARGETS:
+            ours_best, chroma_best = fastest_reaching(curves["cluster_search_cached"], target), fastest_reaching(chroma_curve, target)
+            ratio = chroma_best["p50_ms"] / ours_best["p50_ms"] if ours_best and chroma_best else None
+            vs_chroma[str(target)] = {"cluster_search_cached": ours_best, "chroma_unfiltered": chroma_best, "speed_up": ratio}
         ivf.nprobe = default_n_probe(index.n_clusters)
         memory_mb = {
             "cluster_index": (index.lists.vectors.nbytes + index.lists.centroids.nbytes + sum(len(i) + 57 for i in index.lists.ids)) / 2**20,
@@ -206,6 +237,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             "build_s": {"chroma_collection": chroma_build_s, "cluster_index_from_collection": build_s, "faiss_ivf_flat": faiss_build_s},
             "memory_mb": memory_mb, "modes": rows,
             "equal_recall": equal_recall(curves["faiss_ivf_flat"], curves["cluster_scan_ids_only"]), "curves": curves,
+            "chroma_ef_curve": chroma_curve, "equal_recall_vs_chroma": vs_chroma,
         }
 
 
@@ -215,12 +247,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--dataset", type=Path, default=CISI)
     parser.add_argument("--json", type=Path, default=Path("runs/routing_latency.json"))
+    parser.add_argument("--chroma-ef", default="400,1600", help="extra Chroma collections at these ef_search values ('' for none)")
     args = parser.parse_args()
     embed_model = resolve_embed_model()
     data = load_beir(args.dataset)
     anchors = embed_texts(embed_model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
     rng = np.random.default_rng(0)
-    results = [bench_size(int(n), anchors, args.queries, rng, embed_model) for n in args.sizes.split(",")]
+    chroma_ef = [int(ef) for ef in args.chroma_ef.split(",") if ef]
+    results = [bench_size(int(n), anchors, args.queries, rng, embed_model, chroma_ef) for n in args.sizes.split(",")]
     print("vectors: mixes of neighbouring real all-MiniLM-L6-v2 CISI embeddings + noise (synthetic documents); query embedding excluded")
     print("speed-up = baseline p50 / p50: raw calls vs chroma_unfiltered, retrievers vs li_chroma_retriever")
     print(f"{'docs':>8} {'k':>5} {'method':<22}{'p50 ms':>8}{'p95 ms':>8}{'R@10':>7}{'speed-up':>10}")
@@ -246,6 +280,17 @@ def main() -> None:
                 f"{'':>15}equal recall@10 >= {target}: faiss nprobe {faiss_best['n_probe']} {faiss_best['p50_ms']:.3f} ms "
                 f"(R {faiss_best['recall@10']:.3f}), ours n_probe {ours_best['n_probe']} {ours_best['p50_ms']:.3f} ms "
                 f"(R {ours_best['recall@10']:.3f}): ours / faiss = {row['ours_over_faiss']:.2f}"
+            )
+        print(f"{'':>15}chroma_unfiltered by ef_search: " + ", ".join(
+            f"{row['ef_search']}: {row['p50_ms']:.2f} ms R {row['recall@10']:.3f}" for row in result["chroma_ef_curve"]))
+        for target, row in result["equal_recall_vs_chroma"].items():
+            if row["speed_up"] is None:
+                print(f"{'':>15}recall@10 >= {target}: cached search vs Chroma not both reached")
+                continue
+            ours, chroma = row["cluster_search_cached"], row["chroma_unfiltered"]
+            print(
+                f"{'':>15}equal recall@10 >= {target}: chroma ef {chroma['ef_search']} {chroma['p50_ms']:.3f} ms (R {chroma['recall@10']:.3f}), "
+                f"cached search n_probe {ours['n_probe']} {ours['p50_ms']:.3f} ms (R {ours['recall@10']:.3f}): speed-up {row['speed_up']:.2f}x"
             )
         print(
             f"{'':>15}cluster_retriever scans {result['modes']['cluster_retriever']['fraction_scanned']:.1%} of the corpus per query; "
