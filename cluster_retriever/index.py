@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.errors import NotFoundError
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
@@ -311,7 +312,7 @@ class ClusterIndex:
         result = self.lists.scan(query, clusters, top_k)
         cached = self._records
         if cached is None:
-            records = self.store.fetch(self.manifest.generation, result.ids)
+            records = self._fetch(result.ids)
         else:
             records = {doc_id: cached[doc_id] for doc_id in result.ids if doc_id in cached}
         hits = [
@@ -320,6 +321,16 @@ class ClusterIndex:
             if doc_id in records  # deleted between scan and fetch
         ]
         return hits, result.n_scanned
+
+    def _fetch(self, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
+        generation = self.manifest.generation
+        try:
+            return self.store.fetch(generation, ids)
+        except NotFoundError:
+            if self.manifest.generation == generation:
+                raise
+            # Re-clustered while this query ran: its generation is gone, the same ids are in the new one.
+            return self.store.fetch(self.manifest.generation, ids)
 
     def check_query_vector(self, vector: np.ndarray) -> None:
         if vector.shape != (self.manifest.dimension,):

@@ -135,6 +135,28 @@ def test_recluster_keeps_every_node(tmp_path, index, embed_model):
     assert ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model).n_clusters == 2
 
 
+def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
+    """A query that read the old generation just before a recluster dropped it fetches
+    its winners from the new generation (same ids) instead of failing."""
+    from cluster_retriever.embeddings import embed_query
+
+    query = embed_query(embed_model, "warehouse modeling")
+    expected = [hit.node.node_id for hit in index.search(query, None, 5)[0]]
+    old_generation = index.manifest.generation
+    fetch = index.store.fetch
+
+    def fetch_after_recluster(generation, ids):
+        if generation == old_generation and index.manifest.generation == old_generation:
+            index.recluster(n_clusters=2)  # lands between this query's scan and its fetch
+        return fetch(generation, ids)
+
+    index.store.fetch = fetch_after_recluster
+    hits, _ = index.search(query, None, 5)
+    assert index.manifest.generation == old_generation + 1
+    assert [hit.node.node_id for hit in hits] == expected
+    assert all(hit.node.get_content() for hit in hits)
+
+
 def test_from_vector_store_reuses_stored_embeddings(tmp_path, embed_model, docs):
     import chromadb
     from chromadb.config import Settings
