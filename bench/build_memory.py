@@ -16,12 +16,13 @@ Writes runs/build_memory.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _report import print_table, write_json
 
 CHILD = """
 import sys, threading, time
@@ -85,15 +86,16 @@ def main() -> None:
                 "documents": int(docs), "words_per_doc": words, "text_mb": text_mb, "build_s": float(seconds),
                 "rss_before_mb": float(before), "peak_growth_mb": float(growth),
             })
-    print(f"model {args.model}; growth = peak RSS during the build - RSS before it (libraries and model loaded)")
-    print(f"{'documents':>10}{'words/doc':>10}{'text MB':>9}{'build s':>9}{'RSS before':>12}{'peak growth MB':>16}{'KB/doc':>8}")
-    for row in rows:
-        print(
-            f"{row['documents']:>10}{row['words_per_doc']:>10}{row['text_mb']:>9.0f}{row['build_s']:>9.1f}"
-            f"{row['rss_before_mb']:>12.0f}{row['peak_growth_mb']:>16.0f}{row['peak_growth_mb'] * 1024 / row['documents']:>8.2f}"
-        )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+    print_table(
+        f"model {args.model}; growth = peak RSS during the build - RSS before it (libraries and model loaded)",
+        ["documents", "words/doc", "text MB", "build s", "RSS before MB", "peak growth MB", "KB/doc"],
+        [
+            [row["documents"], row["words_per_doc"], f"{row['text_mb']:.0f}", f"{row['build_s']:.1f}", f"{row['rss_before_mb']:.0f}",
+             f"{row['peak_growth_mb']:.0f}", f"{row['peak_growth_mb'] * 1024 / row['documents']:.2f}"]
+            for row in rows
+        ],
+    )
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Writes runs/build_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from cluster_retriever import ClusterIndex
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
 from cluster_retriever.evaluation.runner import EvalConfig, load_dataset
+from _report import write_json
 
 
 def main() -> None:
@@ -48,8 +48,7 @@ def main() -> None:
     print(f"{len(docs)} documents, {args.model}, cut to {args.max_chars} characters")
     print(f"embedding alone: {result['embed_docs_per_s']:.1f} docs/s; full build: {result['build_docs_per_s']:.1f} docs/s; "
           f"overhead {result['overhead']:+.1%}; peak RSS {result['peak_rss_mb']:.0f} MB")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

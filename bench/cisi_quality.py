@@ -9,13 +9,13 @@ fraction of the corpus scanned per query for each mode, with routed as a ratio o
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 from cluster_retriever import ClusterIndex, ClusterRetriever
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.evaluation.metrics import ir_metrics
+from _report import write_json
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -52,8 +52,7 @@ def main() -> None:
             f"{mode:<18}{row['ndcg@10']:>9.4f}{row['ndcg@10'] / flat['ndcg@10']:>8.3f}"
             f"{row['recall@100']:>8.4f}{row['recall@100'] / flat['recall@100']:>8.3f}{row['fraction_scanned']:>9.3f}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"dataset": data.name, "n_clusters": index.n_clusters, "modes": rows}, indent=2))
+    write_json(args.json, {"dataset": data.name, "n_clusters": index.n_clusters, "modes": rows})
 
 
 if __name__ == "__main__":

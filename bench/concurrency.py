@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from cluster_retriever.datasets import load_beir  # noqa: E402
 from cluster_retriever.embeddings import resolve_embed_model  # noqa: E402
 from cluster_retriever.evaluation.embedding_cache import CachedEmbedding  # noqa: E402
 from tests.chroma_server import chroma_server  # noqa: E402
+from _report import write_json  # noqa: E402
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -74,8 +74,7 @@ def main() -> None:
     print(f"{'store':<10}" + "".join(f"{k:>12}" for k in rows["embedded"]))
     for store, row in rows.items():
         print(f"{store:<10}" + "".join(f"{v:>12.1f}" for v in row.values()))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ shows each method's floor: its rounds run one after another. Writes runs/rerank_
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Iterator
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from cluster_retriever import PairwiseLLMReranker
+from _report import print_table, write_json
 
 UNBOUNDED = 1000
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +51,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _cells(row: dict) -> list:
+    if row["max_concurrency"] == UNBOUNDED:  # the method's floor: no ideal to compare with
+        concurrency, ideal, ratio = "unbounded", "-", "floor"
+    else:
+        concurrency, ideal, ratio = row["max_concurrency"], f"{row['ideal_s']:.2f}", f"{row['wall_s'] / row['ideal_s']:.2f}"
+    return [row["method"], concurrency, row["llm_calls"], f"{row['wall_s']:.2f}", ideal, ratio, f"{row['client_cpu_ms_per_call']:.1f}"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--delay", type=float, default=0.1)
@@ -73,18 +81,12 @@ def main() -> None:
                     "ideal_s": stats.llm_calls * args.delay / concurrency,
                     "client_cpu_ms_per_call": (cpu_seconds() - cpu) * 1000 / stats.llm_calls,
                 })
-    print(f"stub LLM delay {args.delay * 1000:.0f} ms; {args.candidates} candidates -> top {args.top_n}")
-    print(f"{'method':<12}{'conc.':>10}{'calls':>7}{'wall s':>9}{'ideal s':>9}{'wall/ideal':>12}{'client CPU ms/call':>20}")
-    for row in rows:
-        unbounded = row["max_concurrency"] == UNBOUNDED
-        ratio = "floor" if unbounded else f"{row['wall_s'] / row['ideal_s']:.2f}"
-        print(
-            f"{row['method']:<12}{'unbounded' if unbounded else row['max_concurrency']:>10}{row['llm_calls']:>7}"
-            f"{row['wall_s']:>9.2f}{'-' if unbounded else format(row['ideal_s'], '.2f'):>9}{ratio:>12}"
-            f"{row['client_cpu_ms_per_call']:>20.1f}"
-        )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+    print_table(
+        f"stub LLM delay {args.delay * 1000:.0f} ms; {args.candidates} candidates -> top {args.top_n}",
+        ["method", "conc.", "calls", "wall s", "ideal s", "wall/ideal", "client CPU ms/call"],
+        [_cells(row) for row in rows],
+    )
+    write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cluster_retriever import PairwiseLLMReranker
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_query, embed_texts, resolve_embed_model
 from cluster_retriever.evaluation.metrics import ir_metrics
+from _report import write_json
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -101,8 +101,7 @@ def main() -> None:
             f"{row['judge']:<14}{row['method']:<12}{'both' if row['both_orders'] else 'one':<8}{row['ndcg@10']:>9.3f}"
             f"{row['ndcg@10'] / ref['ndcg@10']:>10.3f}{row['calls']:>9.0f}{row['calls'] / ref['calls']:>10.3f}"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"first_stage_ndcg@10": base, "rows": rows}, indent=2))
+    write_json(args.json, {"first_stage_ndcg@10": base, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ records cached (both return documents). Writes runs/routing_latency.json.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from cluster_retriever.store import make_client
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import QueryBundle, TextNode
 from llama_index.vector_stores.chroma import ChromaVectorStore
+from _report import write_json
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -297,8 +297,7 @@ def main() -> None:
             f"build s: " + ", ".join(f"{k} {v:.1f}" for k, v in result["build_s"].items())
             + "; memory MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory_mb"].items())
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":
