@@ -19,9 +19,10 @@ MINIBATCH_THRESHOLD = 20_000
 
 
 def choose_n_clusters(n_docs: int) -> int:
-    """``"auto"``: about 2.6 * sqrt(n) clusters, so probing a fixed multiple of sqrt(k) clusters
-    scans a fraction of the corpus that falls as the corpus grows (an IVF index's rule of thumb)."""
-    return max(1, min(n_docs, round(2.6 * math.sqrt(n_docs))))
+    """``"auto"``: about 5.2 * sqrt(n) clusters (FAISS advises 4-16 * sqrt(n) for an IVF index),
+    and at least 4 documents per cluster on average. Finer clusters route more precisely: on
+    CISI, 199 clusters keep more of flat search's recall@100 than 99 at the same documents scanned."""
+    return max(1, min(round(5.2 * math.sqrt(n_docs)), n_docs // 4))
 
 
 def resolve_n_clusters(n_clusters: NClusters, n_docs: int) -> int:

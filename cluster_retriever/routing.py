@@ -3,9 +3,9 @@
 - ``flat``: every cluster (exact search, the baseline).
 - ``strict``: only the nearest cluster (the hard noise filter).
 - ``routed`` with ``n_probe``: the ``n_probe`` nearest clusters.
-- ``routed`` adaptive (the default): ``default_n_probe(k)`` nearest clusters, plus any
-  further cluster (up to half as many again) whose centroid is almost as close as the last
-  one probed, so a query near a cluster boundary also searches the other side.
+- ``routed`` adaptive (the default): the nearest clusters until they hold ``default_scan_budget``
+  documents, plus any further cluster (up to half as many again) whose centroid is almost as
+  close as the last one probed, so a query near a cluster boundary also searches the other side.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ import numpy as np
 Mode = Literal["routed", "flat", "strict"]
 MODES: tuple[str, ...] = ("routed", "flat", "strict")
 
-PROBE_FACTOR = 3.2
-"""Adaptive probing starts from ceil(PROBE_FACTOR * k ** (1/3)) clusters (15 of CISI's 99):
-the probed share of clusters falls like k ** (-2/3) as the corpus, and k, grow."""
+PROBE_FACTOR = 5.8
+"""The adaptive default scans as many documents as PROBE_FACTOR * k ** (1/3) clusters of mean
+size hold: 19% of CISI's 1,460 documents (k=199), 4% of 100k (k=1,644). The scanned share falls
+like k ** (-2/3) as the corpus, and k, grow. Counting documents rather than clusters keeps that
+share (and the latency) when KMeans leaves clusters of very different sizes."""
 
 
-def default_n_probe(n_clusters: int) -> int:
-    return max(1, min(n_clusters, math.ceil(PROBE_FACTOR * n_clusters ** (1 / 3))))
+def default_scan_budget(sizes: np.ndarray) -> float:
+    """Documents the adaptive default scans before its boundary extension."""
+    n_clusters = len(sizes)
+    return PROBE_FACTOR * n_clusters ** (1 / 3) * float(sizes.sum()) / n_clusters
 
 
 def route(
@@ -42,15 +46,27 @@ def route(
     n_nonempty = int(np.count_nonzero(sizes))
     if n_nonempty < len(sizes):
         similarity = np.where(sizes > 0, similarity, -np.inf)
-    base = 1 if mode == "strict" else n_probe or default_n_probe(len(centroids))
-    adaptive = mode == "routed" and n_probe is None
-    order = _nearest(similarity, min(n_nonempty, base + base // 2 if adaptive else base))
-    if not adaptive or base >= len(order):
-        return order[:base]
+    if mode == "strict" or n_probe is not None:
+        return _nearest(similarity, min(n_nonempty, 1 if mode == "strict" else n_probe))
+    order, base = _nearest_within_budget(similarity, sizes, n_nonempty)
     # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
     threshold = similarity[order[base - 1]] - boundary_margin
-    n_extra = int(np.count_nonzero(similarity[order[base:]] >= threshold))
+    n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
     return order[: base + n_extra]
+
+
+def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty: int) -> tuple[np.ndarray, int]:
+    """The head of the nearest-first order, long enough for the budget and its extension, and
+    how many of its clusters the budget takes. Sorts a few times the expected count first and
+    the whole order only when the nearest clusters are unusually small."""
+    budget = default_scan_budget(sizes)
+    count = min(n_nonempty, 4 * math.ceil(PROBE_FACTOR * len(sizes) ** (1 / 3)))
+    while True:
+        order = _nearest(similarity, count)
+        base = min(count, int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1)
+        if count == n_nonempty or base + base // 2 <= count:
+            return order, base
+        count = n_nonempty
 
 
 def _nearest(similarity: np.ndarray, count: int) -> np.ndarray:

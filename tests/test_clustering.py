@@ -49,7 +49,8 @@ def test_minibatch_path_above_threshold(monkeypatch):
 
 def test_auto_grows_sublinearly():
     assert choose_n_clusters(1) == 1
-    assert choose_n_clusters(1460) == 99
+    assert choose_n_clusters(10) == 2  # at least 4 documents per cluster on average
+    assert choose_n_clusters(1460) == 199
     assert choose_n_clusters(100_000) / choose_n_clusters(10_000) == pytest.approx(np.sqrt(10), rel=0.01)
 
 

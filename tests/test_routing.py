@@ -1,6 +1,6 @@
 import numpy as np
 
-from cluster_retriever.routing import default_n_probe, route
+from cluster_retriever.routing import default_scan_budget, route
 
 CENTROIDS = np.eye(4, dtype=np.float32)
 SIZES = np.array([5, 5, 5, 5])
@@ -34,16 +34,52 @@ def test_adaptive_probes_more_near_a_boundary():
     centroids = rng.normal(size=(100, 8)).astype(np.float32)
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     sizes = np.full(100, 10)
-    base = default_n_probe(100)
-    inside = centroids[3]  # sits on a centroid: similarities fall off fast
+    base = int(np.ceil(default_scan_budget(sizes) / 10))  # clusters of equal size
+    inside = centroids[3]
+    similarity = np.sort(centroids @ inside)[::-1]
+    gap = similarity[base - 1] - similarity[base]  # to the first cluster past the budget
     boundary = unit(*(centroids[:base + 4].sum(axis=0)))  # equidistant from many centroids
-    assert len(route(inside, centroids, sizes, boundary_margin=0.01)) == base
+    assert len(route(inside, centroids, sizes, boundary_margin=gap / 2)) == base
+    assert len(route(inside, centroids, sizes, boundary_margin=gap * 1.01)) > base
     assert len(route(boundary, centroids, sizes, boundary_margin=0.05)) > base
     assert len(route(boundary, centroids, sizes, boundary_margin=0.05)) <= base + base // 2
 
 
-def test_default_probe_fraction_falls_with_k():
-    assert default_n_probe(100) / 100 > default_n_probe(1000) / 1000 > default_n_probe(10000) / 10000
+def test_default_scans_documents_not_clusters():
+    """Nearest clusters that are large are probed fewer at a time: the budget is in documents."""
+    rng = np.random.default_rng(2)
+    centroids = rng.normal(size=(200, 16)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    query = centroids[0]
+    even = np.full(200, 10)
+    uneven = np.where(centroids @ query > 0, 40, 1)  # the clusters near the query are 40x larger
+    budget = default_scan_budget(uneven)
+    probed = route(query, centroids, uneven, boundary_margin=0.0)
+    assert uneven[probed[:-1]].sum() < budget <= uneven[probed].sum()
+    assert len(probed) < len(route(query, centroids, even, boundary_margin=0.0))
+
+
+def test_default_budget_falls_as_the_corpus_grows():
+    fractions = [default_scan_budget(np.full(k, n // k)) / n for n, k in ((1_460, 199), (100_000, 1_644), (1_000_000, 5_200))]
+    assert fractions[0] <= 0.2 and fractions[0] > fractions[1] > fractions[2]
+
+
+def test_small_corpus_default_probes_every_cluster():
+    sizes = np.array([3, 3, 3, 3])
+    assert sorted(route(unit(1, 0.1, 0, 0), CENTROIDS, sizes)) == [0, 1, 2, 3]
+
+
+def test_nearest_clusters_smaller_than_expected_extend_the_sort():
+    """The head sorted first (a few times the expected count) is not enough when the nearest
+    clusters are tiny; the order is then completed, never cut short."""
+    rng = np.random.default_rng(3)
+    centroids = rng.normal(size=(1000, 8)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    query = centroids[0]
+    sizes = np.where(centroids @ query > 0.2, 1, 100)
+    probed = route(query, centroids, sizes, boundary_margin=0.0)
+    assert sizes[probed].sum() >= default_scan_budget(sizes)
+    assert list(probed) == list(np.argsort(-(centroids @ query), kind="stable")[: len(probed)])
 
 
 def test_partial_sort_gives_the_full_order_head():
