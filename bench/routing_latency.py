@@ -71,7 +71,7 @@ def recall_at_10(found: list[list[str]], exact: list[list[str]]) -> float:
 
 
 NOISE = 1.5
-PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 TARGETS = (0.95, 0.99)
 
 

@@ -10,5 +10,6 @@
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.rerank.pairwise import PairwiseLLMReranker, RerankStats
 from cluster_retriever.retriever import ClusterRetriever, RetrievalStats
+from cluster_retriever.tuning import ProbeTuning, tune_n_probe
 
-__all__ = ["ClusterIndex", "ClusterRetriever", "PairwiseLLMReranker", "RerankStats", "RetrievalStats"]
+__all__ = ["ClusterIndex", "ClusterRetriever", "PairwiseLLMReranker", "ProbeTuning", "RerankStats", "RetrievalStats", "tune_n_probe"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,7 @@ from cluster_retriever.errors import ClusterRetrieverError
 from cluster_retriever.index import DEFAULT_NAME, ClusterIndex
 from cluster_retriever.retriever import ClusterRetriever
 from cluster_retriever.routing import MODES
+from cluster_retriever.tuning import tune_n_probe
 
 app = typer.Typer(help="Cluster-routed retrieval on Chroma.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -104,3 +106,31 @@ def info(
     for cluster, (size, words) in enumerate(zip(index.cluster_sizes, index.top_terms(terms))):
         table.add_row(str(cluster), str(size), ", ".join(words))
     console.print(table)
+
+
+@app.command()
+def tune(
+    queries: Path = typer.Argument(..., help="Sample queries: a text file, one per line, or a BEIR queries.jsonl."),
+    index_path: Path = IndexPath,
+    host: Optional[str] = Host,
+    port: int = Port,
+    name: str = Name,
+    target: float = typer.Option(0.95, "--target", help="Recall of the exact top-k to reach."),
+    top_k: int = typer.Option(10, "--top-k", help="The k of recall@k."),
+) -> None:
+    """Find the smallest --n-probe whose results hold TARGET of the exact top-k on your queries."""
+    index = _open(name, index_path, host, port)
+    try:
+        lines = queries.read_text(encoding="utf-8").splitlines()
+        texts = [json.loads(line)["text"] for line in lines if line.strip()] if queries.suffix == ".jsonl" else lines
+        tuning = tune_n_probe(index, texts, target_recall=target, top_k=top_k)
+    except (ClusterRetrieverError, OSError, ValueError, KeyError) as exc:
+        _fail(exc)
+    table = Table("n_probe", f"recall@{top_k}", "scanned")
+    for point in (tuning.default, *tuning.curve):
+        table.add_row("default" if point.n_probe is None else str(point.n_probe), f"{point.recall:.3f}", f"{point.fraction_scanned:.1%}")
+    console.print(table)
+    if tuning.n_probe is None:
+        console.print(f"only probing every cluster (--mode flat) reaches recall@{top_k} {target} on these queries")
+    else:
+        console.print(f"--n-probe {tuning.n_probe} reaches recall@{top_k} >= {target} on these {len(texts)} queries")

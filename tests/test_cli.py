@@ -19,6 +19,10 @@ def test_build_query_info(tmp_path, text_folder):
     shown = runner.invoke(app, ["info", *store, "--terms", "8"])
     assert shown.exit_code == 0, shown.output
     assert "croissants" in shown.output and "spark" in shown.output.lower()
+    (tmp_path / "questions.txt").write_text("who bakes croissants\nwho runs Spark pipelines\n")
+    tuned = runner.invoke(app, ["tune", str(tmp_path / "questions.txt"), *store, "--top-k", "4", "--target", "1.0"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "default" in tuned.output and "recall@4" in tuned.output
 
 
 def test_errors_are_clear_and_exit_nonzero(tmp_path):
