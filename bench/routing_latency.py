@@ -7,13 +7,14 @@ the CISI abstracts (see ``sample_between``), so clusters are as uneven, and neig
 spread over as many clusters, as real ones; query embedding time is excluded. For each size it reports p50/p95
 latency and recall@10 against exact search for: Chroma's unfiltered HNSW query, Chroma's
 ``where={"cluster_id": {"$in": probed}}`` query, exact numpy search, FAISS IVF-Flat (same
-number of lists as our clusters, nprobe = our default probe count; ids only, no documents),
+number of lists as our clusters, nprobe = the probe count that scans our default document
+budget on even clusters; ids only, no documents),
 ``ClusterIndex.search`` fetching the winners from Chroma, and the same with records cached in
 memory (``cache_records=True``) (raw calls), and LlamaIndex's retriever on a ChromaVectorStore against ClusterRetriever
 (routed, default settings), with ratios measured in the same run; plus build times and the
 memory each in-memory index holds. Equal recall: FAISS IVF (its own k-means) and our scan
-(ids only) are each run at n_probe 1..128; for recall@10 >= 0.95 and >= 0.99 the fastest
-setting of each that reaches it is compared (n_probe 1..128). Likewise Chroma's query, on
+(ids only) are each run at n_probe 1..256; for recall@10 >= 0.95 and >= 0.99 the fastest
+setting of each that reaches it is compared. Likewise Chroma's query, on
 extra collections created with a higher ef_search (--chroma-ef), against our search with
 records cached (both return documents). Writes runs/routing_latency.json.
 """

@@ -29,7 +29,6 @@ def test_routed_defaults_keep_flat_quality_while_scanning_a_fifth(tmp_path, embe
     assert flat["ndcg@10"] == pytest.approx(0.419, abs=0.005)
     assert flat["recall@100"] == pytest.approx(0.472, abs=0.005)
     assert routed["ndcg@10"] >= 0.99 * flat["ndcg@10"]
-    # Issue #2 asks for 0.98 x flat; the default measured 0.979 (see README): guard that level.
-    assert routed["recall@100"] >= 0.975 * flat["recall@100"]
+    assert routed["recall@100"] >= 0.98 * flat["recall@100"]  # measured 1.002 x (see README)
     assert scanned <= 0.20
     assert strict["recall@100"] < 0.5 * flat["recall@100"]  # the hard filter's cost, for contrast
