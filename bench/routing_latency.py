@@ -33,7 +33,7 @@ import numpy as np
 from cluster_retriever import ClusterIndex, ClusterRetriever
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.routing import default_scan_budget, route
+from cluster_retriever.routing import budget_in_clusters, route
 from cluster_retriever.store import make_client
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import QueryBundle, TextNode
@@ -144,7 +144,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         ivf.train(vectors)
         ivf.add(vectors)
         # FAISS's clusters are about even: this nprobe scans our default budget of documents.
-        faiss_nprobe = math.ceil(default_scan_budget(index.cluster_sizes) * index.n_clusters / n)
+        faiss_nprobe = math.ceil(budget_in_clusters(index.n_clusters))
         ivf.nprobe = faiss_nprobe
         faiss_build_s = time.perf_counter() - started
         nodes = index.store.nodes(index.manifest.generation)

@@ -121,8 +121,8 @@ def tune(
     """Find the smallest --n-probe whose results hold TARGET of the exact top-k on your queries."""
     index = _open(name, index_path, host, port)
     try:
-        lines = queries.read_text(encoding="utf-8").splitlines()
-        texts = [json.loads(line)["text"] for line in lines if line.strip()] if queries.suffix == ".jsonl" else lines
+        lines = [line for line in queries.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [json.loads(line)["text"] for line in lines] if queries.suffix == ".jsonl" else lines
         tuning = tune_n_probe(index, texts, target_recall=target, top_k=top_k)
     except (ClusterRetrieverError, OSError, ValueError, KeyError) as exc:
         _fail(exc)

@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from cluster_retriever.embeddings import unit_rows
 from cluster_retriever.errors import EmptyCorpusError
 
 NClusters = int | Literal["auto"]
@@ -56,7 +57,7 @@ def fit_clusters(vectors: np.ndarray, n_clusters: NClusters = "auto", random_sta
     else:
         model = KMeans(n_clusters=k, random_state=random_state, n_init=3)
     model.fit(vectors)
-    centroids = _unit_rows(model.cluster_centers_.astype(np.float32))
+    centroids = unit_rows(model.cluster_centers_.astype(np.float32))
     # Labels by the unit centroids, the same rule used for documents added later and for routing.
     return Clustering(centroids=centroids, labels=assign(vectors, centroids))
 
@@ -73,12 +74,6 @@ def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         chunk = vectors[start : start + ASSIGN_CHUNK]
         labels[start : start + len(chunk)] = np.argmax(chunk @ centroids.T, axis=1)
     return labels
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return matrix / norms
 
 
 def cluster_top_terms(texts: list[str], labels: np.ndarray, n_clusters: int, n_terms: int = 5) -> list[list[str]]:

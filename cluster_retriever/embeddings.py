@@ -115,7 +115,8 @@ def embedding_model_id(embed_model: BaseEmbedding) -> str:
     return embed_model.model_name or embed_model.class_name()
 
 
-def _normalize(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (all-zero rows stay zero), as float32: a dot product is then the cosine."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (vectors / norms).astype(np.float32, copy=False)
@@ -130,8 +131,8 @@ def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress:
     vectors = embed_model.get_text_embedding_batch([texts[i] for i in order], show_progress=show_progress)
     restored = np.empty((len(texts), len(vectors[0])), dtype=np.float32)
     restored[order] = vectors
-    return _normalize(restored)
+    return unit_rows(restored)
 
 
 def embed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
-    return _normalize(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
+    return unit_rows(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]

@@ -11,7 +11,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from cluster_retriever.embeddings import embed_query
+from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.routing import MODES, Mode, route
@@ -88,8 +88,7 @@ class ClusterRetriever(BaseRetriever):
     def _query_vector(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.embedding is None:
             return embed_query(self.index.embed_model, _query_text(query_bundle))
-        vector = np.asarray(query_bundle.embedding, dtype=np.float32)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return unit_rows(np.asarray([query_bundle.embedding], dtype=np.float32))[0]
 
     def _search(self, vector: np.ndarray) -> list[NodeWithScore]:
         self.index.check_query_vector(vector)

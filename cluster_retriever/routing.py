@@ -25,10 +25,14 @@ like k ** (-2/3) as the corpus, and k, grow. Counting documents rather than clus
 share (and the latency) when KMeans leaves clusters of very different sizes."""
 
 
+def budget_in_clusters(n_clusters: int) -> float:
+    """The adaptive default's budget, in clusters of mean size."""
+    return PROBE_FACTOR * n_clusters ** (1 / 3)
+
+
 def default_scan_budget(sizes: np.ndarray) -> float:
     """Documents the adaptive default scans before its boundary extension."""
-    n_clusters = len(sizes)
-    return PROBE_FACTOR * n_clusters ** (1 / 3) * float(sizes.sum()) / n_clusters
+    return budget_in_clusters(len(sizes)) * float(sizes.sum()) / len(sizes)
 
 
 def route(
@@ -60,7 +64,7 @@ def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty
     how many of its clusters the budget takes. Sorts a few times the expected count first and
     the whole order only when the nearest clusters are unusually small."""
     budget = default_scan_budget(sizes)
-    count = min(n_nonempty, 4 * math.ceil(PROBE_FACTOR * len(sizes) ** (1 / 3)))
+    count = min(n_nonempty, 4 * math.ceil(budget_in_clusters(len(sizes))))
     while True:
         order = _nearest(similarity, count)
         base = min(count, int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cluster_retriever.embeddings import embed_query
+from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.inverted_lists import InvertedLists
@@ -71,14 +71,14 @@ def tune_n_probe(
         curve.append(_measure(lists, vectors, exact, top_k, n_probe))
         if curve[-1].recall >= target_recall:
             break
-    reached = [point.n_probe for point in curve if point.recall >= target_recall and point.n_probe < lists.n_clusters]
-    return ProbeTuning(target_recall, top_k, reached[0] if reached else None, default, curve)
+    last = curve[-1]  # the first setting reaching the target, or every cluster
+    reached = last.recall >= target_recall and last.n_probe < lists.n_clusters
+    return ProbeTuning(target_recall, top_k, last.n_probe if reached else None, default, curve)
 
 
 def _query_vectors(index: ClusterIndex, queries: Sequence[str] | np.ndarray) -> np.ndarray:
     if isinstance(queries, np.ndarray):
-        vectors = np.atleast_2d(queries).astype(np.float32)
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = unit_rows(np.atleast_2d(queries).astype(np.float32))
     else:
         texts = [query for query in queries if query and query.strip()]
         vectors = np.array([embed_query(index.embed_model, text) for text in texts], dtype=np.float32)
