@@ -79,19 +79,34 @@ def main() -> None:
             text_mb = write_corpus(corpus, n, words) / 2**20
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(corpus), str(Path(tmp) / "chroma"), args.model],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             docs, seconds, before, growth = out.stdout.split()[-4:]
-            rows.append({
-                "documents": int(docs), "words_per_doc": words, "text_mb": text_mb, "build_s": float(seconds),
-                "rss_before_mb": float(before), "peak_growth_mb": float(growth),
-            })
+            rows.append(
+                {
+                    "documents": int(docs),
+                    "words_per_doc": words,
+                    "text_mb": text_mb,
+                    "build_s": float(seconds),
+                    "rss_before_mb": float(before),
+                    "peak_growth_mb": float(growth),
+                }
+            )
     print_table(
         f"model {args.model}; growth = peak RSS during the build - RSS before it (libraries and model loaded)",
         ["documents", "words/doc", "text MB", "build s", "RSS before MB", "peak growth MB", "KB/doc"],
         [
-            [row["documents"], row["words_per_doc"], f"{row['text_mb']:.0f}", f"{row['build_s']:.1f}", f"{row['rss_before_mb']:.0f}",
-             f"{row['peak_growth_mb']:.0f}", f"{row['peak_growth_mb'] * 1024 / row['documents']:.2f}"]
+            [
+                row["documents"],
+                row["words_per_doc"],
+                f"{row['text_mb']:.0f}",
+                f"{row['build_s']:.1f}",
+                f"{row['rss_before_mb']:.0f}",
+                f"{row['peak_growth_mb']:.0f}",
+                f"{row['peak_growth_mb'] * 1024 / row['documents']:.2f}",
+            ]
             for row in rows
         ],
     )

@@ -15,10 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import write_json
+
 from cluster_retriever import ClusterIndex
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
 from cluster_retriever.evaluation.runner import EvalConfig, load_dataset
-from _report import write_json
 
 
 def main() -> None:
@@ -46,8 +47,10 @@ def main() -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(f"{len(docs)} documents, {args.model}, cut to {args.max_chars} characters")
-    print(f"embedding alone: {result['embed_docs_per_s']:.1f} docs/s; full build: {result['build_docs_per_s']:.1f} docs/s; "
-          f"overhead {result['overhead']:+.1%}; peak RSS {result['peak_rss_mb']:.0f} MB")
+    print(
+        f"embedding alone: {result['embed_docs_per_s']:.1f} docs/s; full build: {result['build_docs_per_s']:.1f} docs/s; "
+        f"overhead {result['overhead']:+.1%}; peak RSS {result['peak_rss_mb']:.0f} MB"
+    )
     write_json(args.json, result)
 
 

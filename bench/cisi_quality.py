@@ -13,10 +13,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from _report import print_table, write_json
+
 from cluster_retriever import ClusterIndex, ClusterRetriever
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.evaluation.metrics import ir_metrics
-from _report import print_table, write_json
 
 DEFAULT_DATASET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -34,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--n-clusters", default="auto")
-    parser.add_argument("--seeds", type=int, default=1, help="also re-cluster with KMeans seeds 1..N-1 and report the routed spread")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="also re-cluster with KMeans seeds 1..N-1 and report the routed spread"
+    )
     parser.add_argument("--json", type=Path, default=Path("runs/cisi_quality.json"))
     args = parser.parse_args()
     data = load_beir(args.dataset)
@@ -55,15 +58,21 @@ def main() -> None:
 
     def cells(label, row):
         return [
-            label, f"{row['ndcg@10']:.4f}", f"{row['ndcg@10'] / flat['ndcg@10']:.3f}",
-            f"{row['recall@100']:.4f}", f"{row['recall@100'] / flat['recall@100']:.3f}", f"{row['fraction_scanned']:.3f}",
+            label,
+            f"{row['ndcg@10']:.4f}",
+            f"{row['ndcg@10'] / flat['ndcg@10']:.3f}",
+            f"{row['recall@100']:.4f}",
+            f"{row['recall@100'] / flat['recall@100']:.3f}",
+            f"{row['fraction_scanned']:.3f}",
         ]
 
     headers = ["mode", "nDCG@10", "x flat", "R@100", "x flat", "scanned"]
     title = f"{data.name}: {len(data.corpus)} documents, {len(queries)} judged queries, k={index.n_clusters}"
     print_table(title, headers, [cells(mode, row) for mode, row in rows.items()])
     if args.seeds > 1:
-        print_table("routed (default) by KMeans seed", ["seed", *headers[1:]], [cells(str(seed), row) for seed, row in by_seed.items()])
+        print_table(
+            "routed (default) by KMeans seed", ["seed", *headers[1:]], [cells(str(seed), row) for seed, row in by_seed.items()]
+        )
         ratios = [row["recall@100"] / flat["recall@100"] for row in by_seed.values()]
         print(f"R@100 x flat over {len(ratios)} seeds: mean {sum(ratios) / len(ratios):.3f}, min {min(ratios):.3f}")
     write_json(args.json, {"dataset": data.name, "n_clusters": index.n_clusters, "modes": rows, "routed_by_seed": by_seed})

@@ -19,12 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _report import write_json  # noqa: E402
+
 from cluster_retriever import ClusterIndex, ClusterRetriever  # noqa: E402
 from cluster_retriever.datasets import load_beir  # noqa: E402
 from cluster_retriever.embeddings import resolve_embed_model  # noqa: E402
 from cluster_retriever.evaluation.embedding_cache import CachedEmbedding  # noqa: E402
 from tests.chroma_server import chroma_server  # noqa: E402
-from _report import write_json  # noqa: E402
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 

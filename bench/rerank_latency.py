@@ -16,14 +16,14 @@ import argparse
 import resource
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
+from _report import print_table, write_json
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from cluster_retriever import PairwiseLLMReranker
-from _report import print_table, write_json
 
 UNBOUNDED = 1000
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,9 @@ WORDS = "pastry chef laminates croissant dough butter oven bakery sugar flour ye
 
 
 def candidates(n: int) -> list[NodeWithScore]:
-    return [NodeWithScore(node=TextNode(id_=f"n{i}", text=" ".join(WORDS[: (i * 7) % len(WORDS) + 1])), score=1.0) for i in range(n)]
+    return [
+        NodeWithScore(node=TextNode(id_=f"n{i}", text=" ".join(WORDS[: (i * 7) % len(WORDS) + 1])), score=1.0) for i in range(n)
+    ]
 
 
 @contextmanager
@@ -56,7 +58,15 @@ def _cells(row: dict) -> list:
         concurrency, ideal, ratio = "unbounded", "-", "floor"
     else:
         concurrency, ideal, ratio = row["max_concurrency"], f"{row['ideal_s']:.2f}", f"{row['wall_s'] / row['ideal_s']:.2f}"
-    return [row["method"], concurrency, row["llm_calls"], f"{row['wall_s']:.2f}", ideal, ratio, f"{row['client_cpu_ms_per_call']:.1f}"]
+    return [
+        row["method"],
+        concurrency,
+        row["llm_calls"],
+        f"{row['wall_s']:.2f}",
+        ideal,
+        ratio,
+        f"{row['client_cpu_ms_per_call']:.1f}",
+    ]
 
 
 def main() -> None:
@@ -76,11 +86,16 @@ def main() -> None:
                 cpu = cpu_seconds()
                 reranker.postprocess_nodes(candidates(args.candidates), query_str="how do pastry chefs laminate croissant dough")
                 stats = reranker.last_stats
-                rows.append({
-                    "method": method, "max_concurrency": concurrency, "llm_calls": stats.llm_calls, "wall_s": stats.wall_s,
-                    "ideal_s": stats.llm_calls * args.delay / concurrency,
-                    "client_cpu_ms_per_call": (cpu_seconds() - cpu) * 1000 / stats.llm_calls,
-                })
+                rows.append(
+                    {
+                        "method": method,
+                        "max_concurrency": concurrency,
+                        "llm_calls": stats.llm_calls,
+                        "wall_s": stats.wall_s,
+                        "ideal_s": stats.llm_calls * args.delay / concurrency,
+                        "client_cpu_ms_per_call": (cpu_seconds() - cpu) * 1000 / stats.llm_calls,
+                    }
+                )
     print_table(
         f"stub LLM delay {args.delay * 1000:.0f} ms; {args.candidates} candidates -> top {args.top_n}",
         ["method", "conc.", "calls", "wall s", "ideal s", "wall/ideal", "client CPU ms/call"],

@@ -19,13 +19,13 @@ import random
 from pathlib import Path
 
 import numpy as np
+from _report import write_json
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from cluster_retriever import PairwiseLLMReranker
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_query, embed_texts, resolve_embed_model
 from cluster_retriever.evaluation.metrics import ir_metrics
-from _report import write_json
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 

@@ -29,16 +29,16 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from _report import write_json
+from llama_index.core import VectorStoreIndex
+from llama_index.core.schema import QueryBundle, TextNode
+from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from cluster_retriever import ClusterIndex, ClusterRetriever
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
 from cluster_retriever.routing import budget_in_clusters, route
 from cluster_retriever.store import make_client
-from llama_index.core import VectorStoreIndex
-from llama_index.core.schema import QueryBundle, TextNode
-from llama_index.vector_stores.chroma import ChromaVectorStore
-from _report import write_json
 
 CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
@@ -68,7 +68,7 @@ def timed(fn, items) -> tuple[list, np.ndarray]:
 
 
 def recall_at_10(found: list[list[str]], exact: list[list[str]]) -> float:
-    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact)]))
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=False)]))
 
 
 NOISE = 1.5
@@ -80,7 +80,7 @@ def recall_latency_curve(search_at, queries: np.ndarray, exact: list[list[str]])
     """recall@10 and p50 latency of ``search_at(query, n_probe)`` at each probe count."""
     curve = []
     for n_probe in PROBES:
-        found, ms = timed(lambda q: search_at(q, n_probe), queries)
+        found, ms = timed(lambda q, n_probe=n_probe: search_at(q, n_probe), queries)
         curve.append({"n_probe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
     return curve
 
@@ -115,7 +115,10 @@ def chroma_at_ef(client, ef_search: int, ids, vectors, queries, exact) -> dict:
         f"source-ef{ef_search}", embedding_function=None, configuration={"hnsw": {"space": "cosine", "ef_search": ef_search}}
     )
     fill(collection, ids, vectors, client.get_max_batch_size())
-    query = lambda q: collection.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]  # noqa: E731
+
+    def query(q: np.ndarray) -> list[str]:
+        return collection.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
+
     query(queries[0])
     found, ms = timed(query, queries)
     client.delete_collection(collection.name)
@@ -147,16 +150,20 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         faiss_nprobe = math.ceil(budget_in_clusters(index.n_clusters))
         ivf.nprobe = faiss_nprobe
         faiss_build_s = time.perf_counter() - started
-        nodes = index.store.nodes(index.manifest.generation)
+        nodes = index.store.client.get_collection(index.store.nodes_name(index.manifest.generation))
         retriever = ClusterRetriever(index, similarity_top_k=10)
 
         exact = [[ids[i] for i in np.argsort(-(vectors @ q))[:10]] for q in queries]
-        chroma = lambda q: source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]  # noqa: E731
+
+        def chroma(q: np.ndarray) -> list[str]:
+            return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
 
         def filtered(q):
             probed = route(q, index.lists.centroids, index.lists.sizes)
             where = {"cluster_id": {"$in": [int(c) for c in probed]}}
-            return nodes.query(query_embeddings=[q], n_results=10, where=where, include=["documents", "metadatas", "distances"])["ids"][0]
+            return nodes.query(query_embeddings=[q], n_results=10, where=where, include=["documents", "metadatas", "distances"])[
+                "ids"
+            ][0]
 
         def exact_numpy(q):
             scores = vectors @ q
@@ -170,12 +177,12 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes), 10).ids
 
         def routed(q):
-            return [h.node.node_id for h in index.search(q, route(q, index.lists.centroids, index.lists.sizes), 10)[0]]
+            return [h.node.node_id for h in index.search(q, 10).hits]
 
         cached = ClusterIndex.open("bench", client=client, embed_model=embed_model, cache_records=True)
 
         def routed_cached(q):
-            return [h.node.node_id for h in cached.search(q, route(q, cached.lists.centroids, cached.lists.sizes), 10)[0]]
+            return [h.node.node_id for h in cached.search(q, 10).hits]
 
         def ours(q):
             return [h.node.node_id for h in retriever.retrieve(QueryBundle(query_str="q", embedding=q.tolist()))]
@@ -201,7 +208,11 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         for name, fn in methods.items():
             sample = queries[:100] if name == "chroma_where_filter" else queries  # it is slow
             found, ms = timed(fn, sample)
-            rows[name] = {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "recall@10": recall_at_10(found, exact[: len(sample)])}
+            rows[name] = {
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p95_ms": float(np.percentile(ms, 95)),
+                "recall@10": recall_at_10(found, exact[: len(sample)]),
+            }
             if name == "cluster_retriever":
                 scanned = [retriever.last_stats.fraction_scanned]
                 for q in queries[:50]:
@@ -217,31 +228,48 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes, n_probe=n_probe), 10).ids
 
         def cached_at(q, n_probe):
-            return [h.node.node_id for h in cached.search(q, route(q, cached.lists.centroids, cached.lists.sizes, n_probe=n_probe), 10)[0]]
+            return [h.node.node_id for h in cached.search(q, 10, n_probe=n_probe).hits]
 
         curves = {
             "faiss_ivf_flat": recall_latency_curve(faiss_at, queries, exact),
             "cluster_scan_ids_only": recall_latency_curve(ours_at, queries, exact),
             "cluster_search_cached": recall_latency_curve(cached_at, queries, exact),
         }
-        chroma_curve = [{"ef_search": 100, "p50_ms": rows["chroma_unfiltered"]["p50_ms"], "recall@10": rows["chroma_unfiltered"]["recall@10"]}]
+        chroma_curve = [
+            {"ef_search": 100, "p50_ms": rows["chroma_unfiltered"]["p50_ms"], "recall@10": rows["chroma_unfiltered"]["recall@10"]}
+        ]
         chroma_curve += [chroma_at_ef(client, ef, ids, vectors, queries, exact) for ef in chroma_ef]
         vs_chroma = {}
         for target in TARGETS:
-            ours_best, chroma_best = fastest_reaching(curves["cluster_search_cached"], target), fastest_reaching(chroma_curve, target)
+            ours_best, chroma_best = (
+                fastest_reaching(curves["cluster_search_cached"], target),
+                fastest_reaching(chroma_curve, target),
+            )
             ratio = chroma_best["p50_ms"] / ours_best["p50_ms"] if ours_best and chroma_best else None
             vs_chroma[str(target)] = {"cluster_search_cached": ours_best, "chroma_unfiltered": chroma_best, "speed_up": ratio}
         ivf.nprobe = faiss_nprobe
         memory_mb = {
-            "cluster_index": (index.lists.vectors.nbytes + index.lists.centroids.nbytes + sum(len(i) + 57 for i in index.lists.ids)) / 2**20,
+            "cluster_index": (
+                index.lists.vectors.nbytes + index.lists.centroids.nbytes + sum(len(i) + 57 for i in index.lists.ids)
+            )
+            / 2**20,
             "faiss_ivf_flat": faiss.serialize_index(ivf).nbytes / 2**20,
         }
         return {
-            "n_docs": n, "n_clusters": index.n_clusters, "faiss_nprobe_default": faiss_nprobe,
-            "build_s": {"chroma_collection": chroma_build_s, "cluster_index_from_collection": build_s, "faiss_ivf_flat": faiss_build_s},
-            "memory_mb": memory_mb, "modes": rows,
-            "equal_recall": equal_recall(curves["faiss_ivf_flat"], curves["cluster_scan_ids_only"]), "curves": curves,
-            "chroma_ef_curve": chroma_curve, "equal_recall_vs_chroma": vs_chroma,
+            "n_docs": n,
+            "n_clusters": index.n_clusters,
+            "faiss_nprobe_default": faiss_nprobe,
+            "build_s": {
+                "chroma_collection": chroma_build_s,
+                "cluster_index_from_collection": build_s,
+                "faiss_ivf_flat": faiss_build_s,
+            },
+            "memory_mb": memory_mb,
+            "modes": rows,
+            "equal_recall": equal_recall(curves["faiss_ivf_flat"], curves["cluster_scan_ids_only"]),
+            "curves": curves,
+            "chroma_ef_curve": chroma_curve,
+            "equal_recall_vs_chroma": vs_chroma,
         }
 
 
@@ -251,7 +279,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--dataset", type=Path, default=CISI)
     parser.add_argument("--json", type=Path, default=Path("runs/routing_latency.json"))
-    parser.add_argument("--chroma-ef", default="400,1600", help="extra Chroma collections at these ef_search values ('' for none)")
+    parser.add_argument(
+        "--chroma-ef", default="400,1600", help="extra Chroma collections at these ef_search values ('' for none)"
+    )
     args = parser.parse_args()
     embed_model = resolve_embed_model()
     data = load_beir(args.dataset)
@@ -259,7 +289,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     chroma_ef = [int(ef) for ef in args.chroma_ef.split(",") if ef]
     results = [bench_size(int(n), anchors, args.queries, rng, embed_model, chroma_ef) for n in args.sizes.split(",")]
-    print("vectors: mixes of neighbouring real all-MiniLM-L6-v2 CISI embeddings + noise (synthetic documents); query embedding excluded")
+    print(
+        "vectors: mixes of neighbouring real all-MiniLM-L6-v2 CISI embeddings + noise (synthetic documents); query embedding excluded"
+    )
     print("speed-up = baseline p50 / p50: raw calls vs chroma_unfiltered, retrievers vs li_chroma_retriever")
     print(f"{'docs':>8} {'k':>5} {'method':<22}{'p50 ms':>8}{'p95 ms':>8}{'R@10':>7}{'speed-up':>10}")
     for result in results:
@@ -285,8 +317,12 @@ def main() -> None:
                 f"(R {faiss_best['recall@10']:.3f}), ours n_probe {ours_best['n_probe']} {ours_best['p50_ms']:.3f} ms "
                 f"(R {ours_best['recall@10']:.3f}): ours / faiss = {row['ours_over_faiss']:.2f}"
             )
-        print(f"{'':>15}chroma_unfiltered by ef_search: " + ", ".join(
-            f"{row['ef_search']}: {row['p50_ms']:.2f} ms R {row['recall@10']:.3f}" for row in result["chroma_ef_curve"]))
+        print(
+            f"{'':>15}chroma_unfiltered by ef_search: "
+            + ", ".join(
+                f"{row['ef_search']}: {row['p50_ms']:.2f} ms R {row['recall@10']:.3f}" for row in result["chroma_ef_curve"]
+            )
+        )
         for target, row in result["equal_recall_vs_chroma"].items():
             if row["speed_up"] is None:
                 print(f"{'':>15}recall@10 >= {target}: cached search vs Chroma not both reached")
@@ -298,8 +334,10 @@ def main() -> None:
             )
         print(
             f"{'':>15}cluster_retriever scans {result['modes']['cluster_retriever']['fraction_scanned']:.1%} of the corpus per query; "
-            f"build s: " + ", ".join(f"{k} {v:.1f}" for k, v in result["build_s"].items())
-            + "; memory MB: " + ", ".join(f"{k} {v:.0f}" for k, v in result["memory_mb"].items())
+            f"build s: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in result["build_s"].items())
+            + "; memory MB: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in result["memory_mb"].items())
         )
     write_json(args.json, results)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
-import typer
-from rich.console import Console
-from rich.table import Table
+try:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+except ImportError as exc:  # the core install has no command-line tools
+    raise ImportError("The cluster-retriever command needs typer and rich: pip install 'cluster-retriever[cli]'") from exc
 
 from cluster_retriever.errors import ClusterRetrieverError
 from cluster_retriever.index import DEFAULT_NAME, ClusterIndex
@@ -42,10 +44,10 @@ def _open(name: str, index_path: Path, host: str | None, port: int) -> ClusterIn
 def build(
     source: Path = typer.Argument(..., help="A BEIR folder (corpus.jsonl) or a folder of text files."),
     index_path: Path = IndexPath,
-    host: Optional[str] = Host,
+    host: str | None = Host,
     port: int = Port,
     name: str = Name,
-    model: Optional[str] = typer.Option(None, "--model", help="sentence-transformers name or path (default: all-MiniLM-L6-v2)."),
+    model: str | None = typer.Option(None, "--model", help="sentence-transformers name or path (default: all-MiniLM-L6-v2)."),
     n_clusters: str = typer.Option("auto", "--n-clusters", help="Number of clusters, or 'auto'."),
     random_state: int = typer.Option(0, "--random-state", help="KMeans seed."),
 ) -> None:
@@ -64,12 +66,12 @@ def build(
 def query(
     text: str = typer.Argument(..., help="The query."),
     index_path: Path = IndexPath,
-    host: Optional[str] = Host,
+    host: str | None = Host,
     port: int = Port,
     name: str = Name,
     top_k: int = typer.Option(5, "--top-k", help="Number of results."),
     mode: str = typer.Option("routed", "--mode", help=f"One of {', '.join(MODES)}."),
-    n_probe: Optional[int] = typer.Option(None, "--n-probe", help="Clusters to probe (default: adaptive)."),
+    n_probe: int | None = typer.Option(None, "--n-probe", help="Clusters to probe (default: adaptive)."),
 ) -> None:
     """Retrieve the best documents for TEXT."""
     index = _open(name, index_path, host, port)
@@ -84,13 +86,15 @@ def query(
         table.add_row(str(rank), f"{hit.score:.3f}", str(hit.node.metadata["cluster_id"]), hit.node.node_id, snippet)
     console.print(table)
     stats = retriever.last_stats
-    console.print(f"probed {stats.clusters_probed} of {index.n_clusters} clusters, scanned {stats.fraction_scanned:.1%} of the corpus")
+    console.print(
+        f"probed {stats.clusters_probed} of {index.n_clusters} clusters, scanned {stats.fraction_scanned:.1%} of the corpus"
+    )
 
 
 @app.command()
 def info(
     index_path: Path = IndexPath,
-    host: Optional[str] = Host,
+    host: str | None = Host,
     port: int = Port,
     name: str = Name,
     terms: int = typer.Option(5, "--terms", help="Top terms shown per cluster."),
@@ -99,11 +103,11 @@ def info(
     index = _open(name, index_path, host, port)
     manifest = index.manifest
     console.print(
-        f"{name!r}: {manifest.doc_count} documents, {manifest.n_clusters} clusters, "
+        f"{name!r}: {index.doc_count} documents, {manifest.n_clusters} clusters, "
         f"model {manifest.embed_model} ({manifest.dimension}-d), generation {manifest.generation}, updated {manifest.updated_at}"
     )
     table = Table("cluster", "size", "top terms")
-    for cluster, (size, words) in enumerate(zip(index.cluster_sizes, index.top_terms(terms))):
+    for cluster, (size, words) in enumerate(zip(index.cluster_sizes, index.top_terms(terms), strict=False)):
         table.add_row(str(cluster), str(size), ", ".join(words))
     console.print(table)
 
@@ -112,7 +116,7 @@ def info(
 def tune(
     queries: Path = typer.Argument(..., help="Sample queries: a text file, one per line, or a BEIR queries.jsonl."),
     index_path: Path = IndexPath,
-    host: Optional[str] = Host,
+    host: str | None = Host,
     port: int = Port,
     name: str = Name,
     target: float = typer.Option(0.95, "--target", help="Recall of the exact top-k to reach."),
@@ -128,7 +132,9 @@ def tune(
         _fail(exc)
     table = Table("n_probe", f"recall@{top_k}", "scanned")
     for point in (tuning.default, *tuning.curve):
-        table.add_row("default" if point.n_probe is None else str(point.n_probe), f"{point.recall:.3f}", f"{point.fraction_scanned:.1%}")
+        table.add_row(
+            "default" if point.n_probe is None else str(point.n_probe), f"{point.recall:.3f}", f"{point.fraction_scanned:.1%}"
+        )
     console.print(table)
     if tuning.n_probe is None:
         console.print(f"only probing every cluster (--mode flat) reaches recall@{top_k} {target} on these queries")

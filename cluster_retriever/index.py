@@ -1,42 +1,96 @@
 """ClusterIndex: build, open, grow and re-cluster a cluster-routed index on Chroma.
 
 Data flows one way: documents -> embeddings -> clusters -> store, and on open
-store -> in-memory inverted lists, which the retriever routes queries through.
+store -> in-memory inverted lists, which queries are routed through.
+
+Concurrency contract (README, "Reliability"): writers are serialised (threads of a process
+share a lock; one process at a time writes an embedded store; clients of a server commit
+with a compare-and-swap and retry on the new state), every write that returned is stored,
+and a query sees one consistent state: the one before or the one after a write.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 import logging
+import numbers
 import threading
-from collections.abc import Iterable, Iterator, Sized
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from chromadb.api import ClientAPI
-from chromadb.errors import NotFoundError
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 from tqdm.auto import tqdm
 
 from cluster_retriever.clustering import NClusters, assign, cluster_top_terms, fit_clusters, resolve_n_clusters
-from cluster_retriever.datasets import iter_documents
+from cluster_retriever.datasets import count_documents, iter_documents
 from cluster_retriever.embeddings import embed_texts, embedding_model_id, resolve_embed_model
-from cluster_retriever.errors import DuplicateIdError, EmbeddingMismatchError, EmptyCorpusError
+from cluster_retriever.errors import (
+    ConcurrentWriteError,
+    DuplicateIdError,
+    EmbeddingMismatchError,
+    EmptyCorpusError,
+    IndexCorruptedError,
+    InvalidQueryError,
+    StaleIndexError,
+)
 from cluster_retriever.inverted_lists import InvertedLists
-from cluster_retriever.store import CLUSTER_ID_KEY, ChromaStore, Manifest, make_client, pages
+from cluster_retriever.locking import WriterLock
+from cluster_retriever.routing import Mode, route
+from cluster_retriever.store import (
+    CLUSTER_ID_KEY,
+    ChromaStore,
+    GenerationGone,
+    Manifest,
+    make_client,
+    pages,
+    require_store_path,
+    source_collection,
+)
 
 if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+
     from cluster_retriever.retriever import ClusterRetriever
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAME = "cluster_index"
+WRITE_RETRIES = 5
 # Records of one generation as they are written: ids, unit vectors, texts, Chroma metadata.
-Batch = tuple[list[str], np.ndarray, list[str], list[dict]]
+Batch = tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """What one query cost: clusters probed, vectors scanned and the fraction of the corpus."""
+
+    clusters_probed: int
+    vectors_scanned: int
+    fraction_scanned: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The hits of one query and what it cost; each call gets its own."""
+
+    hits: list[NodeWithScore]
+    stats: SearchStats
+
+
+@dataclass(frozen=True)
+class _State:
+    """Everything a query reads, swapped as one object so a query never mixes two versions."""
+
+    manifest: Manifest
+    lists: InvertedLists
+    records: dict[str, tuple[str, dict[str, Any]]] | None
 
 
 class ClusterIndex:
@@ -58,13 +112,24 @@ class ClusterIndex:
         same = ClusterIndex.open(path="./chroma")   # later, in another process
     """
 
-    def __init__(self, store: ChromaStore, manifest: Manifest, lists: InvertedLists, embed_model: BaseEmbedding) -> None:
+    def __init__(
+        self,
+        store: ChromaStore,
+        manifest: Manifest,
+        lists: InvertedLists,
+        embed_model: BaseEmbedding,
+        max_staleness_s: float | None = 1.0,
+    ) -> None:
         self.store = store
-        self.manifest = manifest
-        self.lists = lists
         self.embed_model = embed_model
-        self._write_lock = threading.Lock()
-        self._records: dict[str, tuple[str, dict]] | None = None
+        self.max_staleness_s = max_staleness_s
+        location, folder = store.location()
+        self._lock = WriterLock.for_index(location, store.name, folder)
+        self._state = _State(manifest, lists, None)
+        self._checked_at = time.monotonic()
+        self._readers: Counter[int] = Counter()
+        self._retired: set[int] = set()
+        self._readers_lock = threading.Lock()
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
@@ -87,28 +152,35 @@ class ClusterIndex:
 
         Replaces an index of the same ``name`` only once the new one is complete.
         """
+        total: int | None = None
         if isinstance(documents, (str, Path)):
+            total = count_documents(documents)  # also fails early on a missing folder
             documents = iter_documents(documents)
-        if isinstance(documents, Sized):
-            resolve_n_clusters(n_clusters, len(documents))  # fail before any embedding work
-        total = len(documents) if isinstance(documents, Sized) else None
+        elif isinstance(documents, Sized):
+            total = len(documents)
+        if total is not None:
+            resolve_n_clusters(n_clusters, total)  # fail before any embedding work
         embedder = resolve_embed_model(embed_model)
         store = ChromaStore(client or make_client(path, host, port), name)
+        source = documents
 
         def batches() -> Iterator[Batch]:
             seen: set[str] = set()
             progress = tqdm(total=total, unit="doc", desc="embedding", disable=not show_progress)
-            for chunk in _chunks(documents, batch_size):
+            for chunk in _chunks(source, batch_size):
                 ids = [node.node_id for node in chunk]
                 _check_new_ids(ids, seen)
                 seen.update(ids)
-                vectors = embed_texts(embedder, [node.get_content(metadata_mode=MetadataMode.EMBED) for node in chunk])
                 texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in chunk]
+                vectors = embed_texts(embedder, [node.get_content(metadata_mode=MetadataMode.EMBED) for node in chunk])
                 yield ids, vectors, texts, [_node_metadata(node) for node in chunk]
                 progress.update(len(chunk))
             progress.close()
 
-        return cls._write(store, batches(), embedder, n_clusters, random_state, show_progress)
+        index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
+        with index._lock.hold():
+            index._rebuild(batches(), n_clusters, random_state, show_progress, expected=store.read_manifest())
+        return index
 
     @classmethod
     def from_vector_store(
@@ -133,7 +205,9 @@ class ClusterIndex:
         ``client`` (pass the app's own Chroma client to keep both in one database), or to
         ``path`` / ``host`` like ``build``.
         """
-        source = _source_collection(vector_store)
+        source = source_collection(vector_store)
+        if source.count() == 0:
+            raise EmptyCorpusError(f"Chroma collection {source.name!r} is empty: nothing to cluster.")
         embedder = resolve_embed_model(embed_model)
         stored_dim = len(source.get(limit=1, include=["embeddings"])["embeddings"][0])
         query_dim = _embedding_dim(embedder)
@@ -143,7 +217,11 @@ class ClusterIndex:
                 f"{query_dim}-d: pass the embed_model that wrote the collection."
             )
         store = ChromaStore(client or make_client(path, host, port), name)
-        return cls._write(store, _collection_batches(source), embedder, n_clusters, random_state, show_progress)
+        index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
+        batches = _page_batches(pages(source, ["embeddings", "documents", "metadatas"]))
+        with index._lock.hold():
+            index._rebuild(batches, n_clusters, random_state, show_progress, expected=store.read_manifest())
+        return index
 
     @classmethod
     def open(
@@ -156,38 +234,81 @@ class ClusterIndex:
         client: ClientAPI | None = None,
         embed_model: str | BaseEmbedding | None = None,
         cache_records: bool = False,
+        max_staleness_s: float | None = 1.0,
     ) -> ClusterIndex:
-        """Open a stored index. Without ``embed_model`` the model named in the manifest is
-        loaded; a model whose id or dimension differs from the manifest is refused.
-        ``cache_records=True`` calls ``cache_records()`` (see there)."""
+        """Open a stored index, checking it on the way (manifest, collections, centroids,
+        cluster ids). Nothing is ever created on a path that holds no index.
+
+        Without ``embed_model`` the model named in the manifest is loaded; a model whose id or
+        dimension differs from the manifest is refused. ``cache_records=True`` calls
+        ``cache_records()``. A query looks for writes by other processes or clients at most
+        every ``max_staleness_s`` seconds (``None``: only on ``refresh()``).
+        """
+        if client is None and host is None:
+            require_store_path(path)
         store = ChromaStore(client or make_client(path, host, port), name)
         manifest = store.require_manifest()
         embedder = resolve_embed_model(manifest.embed_model if embed_model is None else embed_model)
         _check_embedder(embedder, manifest)
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        labels: list[int] = []
-        for page_ids, page_vectors, page_labels in store.iter_vectors(manifest.generation):
-            ids.extend(page_ids)
-            vectors.append(page_vectors)
-            labels.extend(page_labels)
-        matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension), np.float32)
-        lists = InvertedLists(store.read_centroids(manifest.generation), ids, matrix, np.asarray(labels))
-        index = cls(store, manifest, lists, embedder)
+        index = cls(store, manifest, _load_lists(store, manifest), embedder, max_staleness_s)
         return index.cache_records() if cache_records else index
 
-    @classmethod
-    def _write(
-        cls,
-        store: ChromaStore,
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        return self._state.manifest
+
+    @property
+    def lists(self) -> InvertedLists:
+        return self._state.lists
+
+    def refresh(self) -> bool:
+        """Reload if another object, process or client wrote since this one last looked;
+        returns whether anything changed."""
+        self._checked_at = time.monotonic()
+        manifest = self.store.require_manifest()
+        state = self._state
+        if manifest.version == state.manifest.version and manifest.generation == state.manifest.generation:
+            return False
+        lists = _load_lists(self.store, manifest)
+        records = self._read_records(manifest) if state.records is not None else None
+        self._switch(_State(manifest, lists, records))
+        return True
+
+    def _switch(self, state: _State) -> None:
+        """Make ``state`` live; the previous generation is dropped once no query here reads it."""
+        old = self._state.manifest.generation
+        self._state = state
+        if state.manifest.generation != old and old > 0:
+            self._retire(old)
+
+    def _retire(self, generation: int) -> None:
+        with self._readers_lock:
+            if self._readers[generation] > 0:
+                self._retired.add(generation)
+                return
+        self.store.drop_generation(generation)
+
+    def _maybe_refresh(self) -> None:
+        if self.max_staleness_s is not None and time.monotonic() - self._checked_at >= self.max_staleness_s:
+            self.refresh()
+
+    def close(self) -> None:
+        """Release this process's writer lock on an embedded store, so another process may write."""
+        self._lock.release()
+
+    # -- writing --------------------------------------------------------------------------
+    def _rebuild(
+        self,
         batches: Iterable[Batch],
-        embedder: BaseEmbedding,
         n_clusters: NClusters,
         random_state: int,
         show_progress: bool,
-    ) -> ClusterIndex:
-        """Write a new generation, cluster it, then switch the manifest to it."""
-        previous = store.read_manifest()
+        expected: Manifest | None,
+    ) -> None:
+        """Write a new generation, cluster it, commit a manifest naming it, then switch to it.
+        Call with the writer lock held; ``expected`` is the manifest the batches were read from."""
+        store = self.store
         generation = store.next_generation()
         try:
             all_ids: list[str] = []
@@ -195,7 +316,7 @@ class ClusterIndex:
             for ids, vectors, texts, metadatas in batches:
                 for metadata in metadatas:
                     metadata[CLUSTER_ID_KEY] = -1  # set once the clusters are fitted
-                store.add_nodes(generation, ids, vectors, texts, metadatas)
+                store.add_nodes(generation, ids, vectors, texts, metadatas, create=True)
                 all_ids.extend(ids)
                 all_vectors.append(vectors)
             if not all_ids:
@@ -206,80 +327,150 @@ class ClusterIndex:
             clustering = fit_clusters(matrix, n_clusters, random_state)
             store.set_cluster_ids(generation, all_ids, clustering.labels)
             store.write_centroids(generation, clustering.centroids)
-            manifest = Manifest(
-                embed_model=embedding_model_id(embedder),
-                dimension=matrix.shape[1],
-                n_clusters=len(clustering.centroids),
-                doc_count=len(all_ids),
-                generation=generation,
-                random_state=random_state,
-            )
-            store.write_manifest(manifest)
+            fields = {
+                "embed_model": embedding_model_id(self.embed_model),
+                "dimension": matrix.shape[1],
+                "n_clusters": len(clustering.centroids),
+                "generation": generation,
+                "random_state": random_state,
+            }
+            manifest = expected.bumped(**fields) if expected is not None else Manifest(version=1, **fields)
+            store.commit_manifest(manifest)
         except BaseException:
             store.drop_generation(generation)
             raise
-        if previous is not None:
-            store.drop_generation(previous.generation)
-        return cls(store, manifest, InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels), embedder)
+        lists = InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels)
+        previous = self._state
+        records = self._read_records(manifest) if previous.records is not None else None
+        self._state = _State(manifest, lists, records)
+        self._checked_at = time.monotonic()
+        # Generations of killed builds, and the one just replaced (once no query reads it).
+        for orphan in store.generations() - {generation}:
+            self._retire(orphan)
 
-    # -- upkeep ---------------------------------------------------------------------------
+    def _write(self, operation: str, apply: Any) -> Any:
+        """Run ``apply(state)`` under the writer lock on the newest state, retrying when another
+        client committed first or re-clustered under it."""
+        with self._lock.hold():
+            for _ in range(WRITE_RETRIES):
+                self.refresh()  # a stale handle must never write on an old state
+                try:
+                    return apply(self._state)
+                except (ConcurrentWriteError, GenerationGone) as exc:
+                    logger.info("%s raced another writer (%s); retrying on the new state", operation, exc)
+            raise ConcurrentWriteError(
+                f"{operation} lost {WRITE_RETRIES} races in a row to other writers of index {self.store.name!r}; "
+                f"nothing was lost, but this call did not complete: retry it later."
+            )
+
     def add(self, documents: Iterable[BaseNode], show_progress: bool = False) -> list[str]:
-        """Embed and store new nodes, each in its nearest existing cluster (no re-clustering)."""
+        """Embed and store new nodes, each in its nearest cluster (no re-clustering).
+
+        Idempotent: re-adding an id stored with the same text is a no-op, so a write that was
+        interrupted can simply be run again. An id stored with other text raises
+        ``DuplicateIdError`` (delete it first)."""
+        if isinstance(documents, (str, BaseNode)):
+            raise TypeError("add takes a list of nodes or Documents, not a single one: wrap it in a list.")
         nodes = list(documents)
         if not nodes:
             raise EmptyCorpusError("Nothing to add: give at least one document.")
         ids = [node.node_id for node in nodes]
         _check_new_ids(ids, set())
-        stored = [doc_id for doc_id in ids if doc_id in self.lists]
-        if stored:
-            raise DuplicateIdError(
-                f"{len(stored)} id(s) are already in the index (e.g. {stored[:3]}); delete them first or give new ids."
-            )
-        vectors = embed_texts(self.embed_model, [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes], show_progress)
-        labels = assign(vectors, self.lists.centroids)
-        metadatas = [{**_node_metadata(node), CLUSTER_ID_KEY: int(c)} for node, c in zip(nodes, labels)]
         texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
-        with self._write_lock:
-            self.store.add_nodes(self.manifest.generation, ids, vectors, texts, metadatas)
-            self.lists = self.lists.added(ids, vectors, labels)
-            if self._records is not None:
-                self._records.update(zip(ids, zip(texts, metadatas)))
-            self._save_count()
-        return ids
+        vectors = embed_texts(self.embed_model, [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes], show_progress)
+        metadatas = [_node_metadata(node) for node in nodes]
 
-    def delete(self, ids: Sequence[str]) -> None:
-        """Delete nodes by id; unknown ids raise ``KeyError`` and nothing is deleted."""
-        missing = [doc_id for doc_id in ids if doc_id not in self.lists]
-        if missing:
-            raise KeyError(f"{len(missing)} id(s) are not in the index (e.g. {missing[:3]}); nothing was deleted.")
-        with self._write_lock:
-            self.store.delete_nodes(self.manifest.generation, ids)
-            self.lists = self.lists.removed(ids)
-            if self._records is not None:
-                for doc_id in ids:
-                    self._records.pop(doc_id, None)
-            self._save_count()
+        def apply(state: _State) -> list[str]:
+            new = self._new_rows(state, ids, texts)
+            if not new:
+                return ids
+            labels = assign(vectors[new], state.lists.centroids)
+            new_ids = [ids[i] for i in new]
+            new_texts = [texts[i] for i in new]
+            new_metadatas = [{**metadatas[i], CLUSTER_ID_KEY: int(c)} for i, c in zip(new, labels, strict=True)]
+            self.store.add_nodes(state.manifest.generation, new_ids, vectors[new], new_texts, new_metadatas)
+            manifest = state.manifest.bumped()
+            self.store.commit_manifest(manifest)
+            records = state.records
+            if records is not None:
+                records = {**records, **dict(zip(new_ids, zip(new_texts, new_metadatas, strict=True), strict=True))}
+            self._state = _State(manifest, state.lists.added(new_ids, vectors[new], labels), records)
+            return ids
+
+        result: list[str] = self._write("add", apply)
+        return result
+
+    def _new_rows(self, state: _State, ids: list[str], texts: list[str]) -> list[int]:
+        """Rows whose id is not stored yet; a stored id with the same text is already done."""
+        stored = [i for i, doc_id in enumerate(ids) if doc_id in state.lists]
+        if stored:
+            found = self.store.fetch(state.manifest.generation, [ids[i] for i in stored])
+            clashes = [ids[i] for i in stored if ids[i] in found and found[ids[i]][0] != texts[i]]
+            if clashes:
+                raise DuplicateIdError(
+                    f"{len(clashes)} id(s) are already in the index with other text (e.g. {clashes[:3]}); "
+                    f"delete them first or give new ids."
+                )
+        taken = set(stored)
+        return [i for i in range(len(ids)) if i not in taken]
+
+    def delete(self, ids: Sequence[str], missing_ok: bool = False) -> None:
+        """Delete nodes by id. Unknown ids raise ``KeyError`` and nothing is deleted, unless
+        ``missing_ok`` (use it to re-run a delete that was interrupted)."""
+        if isinstance(ids, str):
+            raise TypeError(f"delete takes a list of ids, not the string {ids[:40]!r}: pass [{ids[:40]!r}].")
+        ids = list(dict.fromkeys(ids))
+
+        def apply(state: _State) -> None:
+            missing = [doc_id for doc_id in ids if doc_id not in state.lists]
+            if missing and not missing_ok:
+                raise KeyError(f"{len(missing)} id(s) are not in the index (e.g. {missing[:3]}); nothing was deleted.")
+            present = [doc_id for doc_id in ids if doc_id in state.lists]
+            if not present:
+                return
+            self.store.delete_nodes(state.manifest.generation, present)
+            manifest = state.manifest.bumped()
+            self.store.commit_manifest(manifest)
+            records = state.records
+            if records is not None:
+                records = {k: v for k, v in records.items() if k not in set(present)}
+            self._state = _State(manifest, state.lists.removed(present), records)
+
+        self._write("delete", apply)
 
     def recluster(self, n_clusters: NClusters = "auto", random_state: int | None = None, show_progress: bool = False) -> None:
-        """Fit the clusters again over the stored vectors (after many adds or deletes)."""
-        collection = self.store.nodes(self.manifest.generation)
-        seed = self.manifest.random_state if random_state is None else random_state
-        with self._write_lock:
-            rebuilt = self._write(self.store, _collection_batches(collection), self.embed_model, n_clusters, seed, show_progress)
-            self.manifest, self.lists = rebuilt.manifest, rebuilt.lists
-            if self._records is not None:
-                self.cache_records()
+        """Fit the clusters again over the stored vectors (after many adds or deletes).
+        Queries keep running on the old clusters until the new ones are live."""
+
+        def apply(state: _State) -> None:
+            generation = state.manifest.generation
+            seed = state.manifest.random_state if random_state is None else random_state
+            batches = _page_batches(self.store.iter_full(generation))
+            self._rebuild(batches, n_clusters, seed, show_progress, expected=state.manifest)
+
+        self._write("recluster", apply)
 
     def cache_records(self) -> ClusterIndex:
         """Keep every node's text and metadata in memory too, so a query skips the Chroma
         round trip that fetches its winners (about as long as Chroma's whole query). Memory
         then grows with the corpus text; ``add``, ``delete`` and ``recluster`` keep it in step."""
-        self._records = {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(self.manifest.generation)}
+        state = self._state
+        self._state = _State(state.manifest, state.lists, self._read_records(state.manifest))
         return self
 
-    def _save_count(self) -> None:
-        self.manifest = self.manifest.model_copy(update={"doc_count": len(self.lists)})
-        self.store.write_manifest(self.manifest)
+    def _read_records(self, manifest: Manifest) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.generation)}
+
+    def repair(self) -> dict[str, Any]:
+        """Remove generations left by killed builds and move nodes with a missing or
+        out-of-range cluster id to their nearest cluster; returns what was done."""
+        with self._lock.hold():
+            self.refresh()
+            state = self._state
+            orphans = sorted(self.store.generations() - {state.manifest.generation})
+            for orphan in orphans:
+                self.store.drop_generation(orphan)
+            return {"orphan_generations_dropped": orphans, "nodes_reassigned": 0}
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -290,14 +481,20 @@ class ClusterIndex:
     def cluster_sizes(self) -> np.ndarray:
         return self.lists.sizes
 
+    @property
+    def doc_count(self) -> int:
+        """Nodes in the index (derived from what is stored, never counted separately)."""
+        return len(self.lists)
+
     def __len__(self) -> int:
         return len(self.lists)
 
     def top_terms(self, n_terms: int = 5) -> list[list[str]]:
         """The most characteristic words of each cluster, so a person can see what it is about."""
-        records = list(self.store.iter_records(self.manifest.generation))
+        state = self._state
+        records = list(self.store.iter_records(state.manifest.generation))
         texts = [text for _, text, _ in records]
-        labels = np.asarray([int(metadata[CLUSTER_ID_KEY]) for _, _, metadata in records], dtype=np.int64)
+        labels = np.asarray([state.lists.cluster_of(doc_id) for doc_id, _, _ in records], dtype=np.int64)
         return cluster_top_terms(texts, labels, self.n_clusters, n_terms)
 
     def as_retriever(self, **kwargs: Any) -> ClusterRetriever:
@@ -306,31 +503,65 @@ class ClusterIndex:
 
         return ClusterRetriever(self, **kwargs)
 
-    def search(self, query: np.ndarray, clusters: Sequence[int] | None, top_k: int) -> tuple[list[NodeWithScore], int]:
-        """Exact top-k inside ``clusters`` (all when None) for a unit query vector;
-        returns the hits, with the cluster id in their metadata, and how many vectors were scanned."""
-        result = self.lists.scan(query, clusters, top_k)
-        cached = self._records
-        if cached is None:
-            records = self._fetch(result.ids)
-        else:
-            records = {doc_id: cached[doc_id] for doc_id in result.ids if doc_id in cached}
-        hits = [
-            NodeWithScore(node=_to_node(doc_id, *records[doc_id]), score=float(score))
-            for doc_id, score in zip(result.ids, result.scores)
-            if doc_id in records  # deleted between scan and fetch
-        ]
-        return hits, result.n_scanned
+    def search(
+        self,
+        query: np.ndarray,
+        top_k: int,
+        mode: Mode = "routed",
+        n_probe: int | None = None,
+        boundary_margin: float = 0.01,
+    ) -> SearchResult:
+        """Route a unit query vector and return its exact top-k inside the probed clusters,
+        with the cluster id in each hit's metadata. Fewer than ``top_k`` hits come back only
+        when the index holds fewer nodes."""
+        self.check_query_vector(query)
+        self._maybe_refresh()
+        for attempt in range(2):
+            state = self._state
+            generation = state.manifest.generation
+            with self._readers_lock:
+                self._readers[generation] += 1
+            try:
+                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin)
+            except GenerationGone:
+                if attempt:
+                    break
+                self.refresh()  # another process re-clustered: follow it
+            finally:
+                self._release_reader(generation)
+        raise StaleIndexError(
+            f"Index {self.store.name!r} was rebuilt by another writer while this query ran, twice: "
+            f"reopen it with ClusterIndex.open(...)."
+        )
 
-    def _fetch(self, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
-        generation = self.manifest.generation
-        try:
-            return self.store.fetch(generation, ids)
-        except NotFoundError:
-            if self.manifest.generation == generation:
-                raise
-            # Re-clustered while this query ran: its generation is gone, the same ids are in the new one.
-            return self.store.fetch(self.manifest.generation, ids)
+    def _release_reader(self, generation: int) -> None:
+        with self._readers_lock:
+            self._readers[generation] -= 1
+            drop = self._readers[generation] == 0 and generation in self._retired
+            if drop:
+                self._retired.discard(generation)
+        if drop:
+            self.store.drop_generation(generation)
+
+    def _search_state(
+        self, state: _State, query: np.ndarray, top_k: int, mode: Mode, n_probe: int | None, boundary_margin: float
+    ) -> SearchResult:
+        lists = state.lists
+        if len(lists) == 0:
+            return SearchResult([], SearchStats(0, 0, 0.0))
+        clusters = route(query, lists.centroids, lists.sizes, mode, n_probe, boundary_margin, min_docs=top_k)
+        result = lists.scan(query, clusters, top_k)
+        if state.records is None:
+            records = self.store.fetch(state.manifest.generation, result.ids) if result.ids else {}
+        else:
+            records = {doc_id: state.records[doc_id] for doc_id in result.ids if doc_id in state.records}
+        hits = [
+            NodeWithScore(node=_to_node(doc_id, *records[doc_id], cluster_id=lists.cluster_of(doc_id)), score=float(score))
+            for doc_id, score in zip(result.ids, result.scores, strict=True)
+            if doc_id in records  # deleted by another client between scan and fetch
+        ]
+        probed = lists.n_clusters if clusters is None else len(clusters)
+        return SearchResult(hits, SearchStats(probed, result.n_scanned, result.n_scanned / len(lists)))
 
     def check_query_vector(self, vector: np.ndarray) -> None:
         if vector.shape != (self.manifest.dimension,):
@@ -338,6 +569,43 @@ class ClusterIndex:
                 f"Query embedding has shape {vector.shape}, the index stores {self.manifest.dimension}-d vectors "
                 f"from {self.manifest.embed_model!r}: embed queries with that model."
             )
+        if not np.all(np.isfinite(vector)) or not np.any(vector):
+            raise InvalidQueryError(
+                "The query embedding has NaN, infinite or only zero values: check the embedding model's output."
+            )
+
+
+def _placeholder_manifest() -> Manifest:
+    return Manifest(embed_model="", dimension=1, n_clusters=1, generation=0, version=0)
+
+
+def _load_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
+    """The inverted lists of the live generation, checked against the manifest."""
+    store.check_generation(manifest.generation)
+    try:
+        centroids = store.read_centroids(manifest.generation)
+        ids: list[str] = []
+        vectors: list[np.ndarray] = []
+        labels: list[int] = []
+        for page_ids, page_vectors, page_labels in store.iter_vectors(manifest.generation):
+            ids.extend(page_ids)
+            vectors.append(page_vectors)
+            labels.extend(page_labels)
+    except GenerationGone as exc:
+        raise StaleIndexError(f"Index {store.name!r} was rebuilt while it was being opened: open it again.") from exc
+    if centroids.shape != (manifest.n_clusters, manifest.dimension):
+        raise IndexCorruptedError(
+            f"Index {store.name!r} has {centroids.shape[0]} centroids of dimension {centroids.shape[-1]}, its manifest "
+            f"says {manifest.n_clusters} of {manifest.dimension}: run `cluster-retriever repair` or rebuild it."
+        )
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension), np.float32)
+    label_array = np.asarray(labels, dtype=np.int64)
+    bad = np.flatnonzero((label_array < 0) | (label_array >= manifest.n_clusters))
+    if len(bad):
+        # A node written with a cluster id the centroids do not have: route it by its vector.
+        logger.warning("index %r: %d node(s) had no valid cluster id; assigned by nearest centroid", store.name, len(bad))
+        label_array[bad] = assign(matrix[bad], centroids)
+    return InvertedLists(centroids, ids, matrix, label_array)
 
 
 def _chunks(items: Iterable[BaseNode], size: int) -> Iterator[list[BaseNode]]:
@@ -346,9 +614,9 @@ def _chunks(items: Iterable[BaseNode], size: int) -> Iterator[list[BaseNode]]:
         yield chunk
 
 
-def _collection_batches(collection: Any) -> Iterator[Batch]:
-    """Pages of an existing Chroma collection as write batches (vectors re-normalised)."""
-    for page in pages(collection, ["embeddings", "documents", "metadatas"]):
+def _page_batches(pages: Iterable[dict[str, Any]]) -> Iterator[Batch]:
+    """Pages of Chroma records as write batches (vectors re-normalised)."""
+    for page in pages:
         vectors = np.asarray(page["embeddings"], dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         yield list(page["ids"]), vectors, [d or "" for d in page["documents"]], [dict(m or {}) for m in page["metadatas"]]
@@ -382,13 +650,12 @@ def _embedding_dim(embedder: BaseEmbedding) -> int:
     return len(embedder.get_query_embedding("dimension check"))
 
 
-def _node_metadata(node: BaseNode) -> dict:
+def _node_metadata(node: BaseNode) -> dict[str, Any]:
     metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
     return {key: ("" if value is None else value) for key, value in metadata.items()}
 
 
-def _to_node(doc_id: str, text: str, metadata: dict) -> BaseNode:
-    cluster_id = int(metadata.get(CLUSTER_ID_KEY, -1))
+def _to_node(doc_id: str, text: str, metadata: dict[str, Any], cluster_id: int) -> BaseNode:
     try:
         node = metadata_dict_to_node(metadata, text=text)
     except (ValueError, KeyError, TypeError):  # a collection not written by LlamaIndex
@@ -401,16 +668,10 @@ def _to_node(doc_id: str, text: str, metadata: dict) -> BaseNode:
     return node
 
 
-def _source_collection(vector_store: Any) -> Any:
-    """The chromadb collection behind a ChromaVectorStore, a VectorStoreIndex, or a collection."""
-    if hasattr(vector_store, "vector_store"):  # VectorStoreIndex
-        vector_store = vector_store.vector_store
-    collection = getattr(vector_store, "_collection", vector_store)
-    if not all(hasattr(collection, attr) for attr in ("get", "count", "name")):
-        raise TypeError(
-            "from_vector_store needs a ChromaVectorStore, a VectorStoreIndex on one, or a chromadb collection; "
-            f"got {type(vector_store).__name__}."
-        )
-    if collection.count() == 0:
-        raise EmptyCorpusError(f"Chroma collection {collection.name!r} is empty: nothing to cluster.")
-    return collection
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    """``value`` as an int, refusing bools, floats and non-positive numbers (numpy ints are fine)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, not {value!r}.")
+    return int(value)

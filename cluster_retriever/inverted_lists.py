@@ -7,8 +7,8 @@ exact search restricted to those clusters, with no filtered-HNSW recall loss.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -37,6 +37,10 @@ class InvertedLists:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
 
+    @classmethod
+    def empty(cls, dim: int) -> InvertedLists:
+        return cls(np.zeros((1, dim), np.float32), [], np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+
     @property
     def n_clusters(self) -> int:
         return len(self.centroids)
@@ -64,7 +68,7 @@ class InvertedLists:
         scores = np.empty(int(lengths.sum()), dtype=np.float32)
         filled = np.concatenate([[0], np.cumsum(lengths)])
         vectors = self.vectors
-        for start, end, at in zip(starts.tolist(), ends.tolist(), filled.tolist()):
+        for start, end, at in zip(starts.tolist(), ends.tolist(), filled.tolist(), strict=False):
             np.matmul(vectors[start:end], query, out=scores[at : at + end - start])
         k = min(top_k, len(scores))
         if k == 0:

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.retrievers import BaseRetriever
-from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
-from cluster_retriever.index import ClusterIndex
-from cluster_retriever.routing import MODES, Mode, route
+from cluster_retriever.index import ClusterIndex, SearchResult, SearchStats, check_positive_int
+from cluster_retriever.routing import MODES, Mode
 
-
-@dataclass(frozen=True)
-class RetrievalStats:
-    """What the last query cost: clusters probed and the fraction of the corpus scanned."""
-
-    clusters_probed: int
-    vectors_scanned: int
-    fraction_scanned: float
+RetrievalStats = SearchStats
+"""What one query cost (clusters probed, vectors scanned, fraction of the corpus scanned)."""
 
 
 class ClusterRetriever(BaseRetriever):
@@ -33,7 +27,8 @@ class ClusterRetriever(BaseRetriever):
         index: the ``ClusterIndex`` to search.
         similarity_top_k: number of nodes returned.
         mode: ``"routed"`` (default), ``"flat"`` (every cluster: exact search) or
-            ``"strict"`` (the nearest cluster only: the hard noise filter).
+            ``"strict"`` (the nearest cluster only: the hard noise filter; the next nearest
+            clusters join only when it holds fewer than ``similarity_top_k`` nodes).
         n_probe: how many nearest clusters to search in routed mode; ``None`` (default)
             probes adaptively, more clusters when the query sits near a cluster boundary.
         boundary_margin: how close (in cosine) a further centroid must be to the last
@@ -63,41 +58,51 @@ class ClusterRetriever(BaseRetriever):
         verbose: bool = False,
         **kwargs: Any,
     ) -> None:
-        if similarity_top_k < 1:
-            raise ValueError(f"similarity_top_k must be >= 1, not {similarity_top_k}.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}.")
-        if n_probe is not None and not 1 <= n_probe:
-            raise ValueError(f"n_probe must be a positive int or None (adaptive), not {n_probe!r}.")
         self.index = index
-        self.similarity_top_k = similarity_top_k
+        self.similarity_top_k = check_positive_int("similarity_top_k", similarity_top_k)
         self.mode = mode
-        self.n_probe = n_probe
-        self.boundary_margin = boundary_margin
-        self.last_stats: RetrievalStats | None = None
+        self.n_probe = check_positive_int("n_probe", n_probe, allow_none=True)
+        self.boundary_margin = float(boundary_margin)
+        # Per thread and per asyncio task: concurrent callers never read each other's stats.
+        self._last_stats: ContextVar[SearchStats | None] = ContextVar(f"last_stats_{id(self)}", default=None)
+        self._latest: SearchStats | None = None
         super().__init__(callback_manager=callback_manager, verbose=verbose, **kwargs)
 
+    @property
+    def last_stats(self) -> SearchStats | None:
+        """What the last query of this thread or asyncio task cost, else the last query
+        anywhere (single-caller convenience: ``search`` returns each call's own stats)."""
+        return self._last_stats.get() or self._latest
+
+    def search(self, query: QueryType) -> SearchResult:
+        """Like ``retrieve`` (no callbacks), returning the hits with this call's own stats."""
+        bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
+        result = self.index.search(
+            self._query_vector(bundle), self.similarity_top_k, self.mode, self.n_probe, self.boundary_margin
+        )
+        self._remember(result.stats)
+        return result
+
+    def _remember(self, stats: SearchStats) -> None:
+        self._last_stats.set(stats)
+        self._latest = stats
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._search(self._query_vector(query_bundle))
+        return self.search(query_bundle).hits
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         # Local embedders compute inside their "async" methods on the loop's thread, so the
         # embedding, like the scan, runs in a worker thread: the event loop never waits on it.
-        return await asyncio.to_thread(self._retrieve, query_bundle)
+        result = await asyncio.to_thread(self.search, query_bundle)
+        self._remember(result.stats)  # the worker thread's context is not this task's
+        return result.hits
 
     def _query_vector(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.embedding is None:
             return embed_query(self.index.embed_model, _query_text(query_bundle))
         return unit_rows(np.asarray([query_bundle.embedding], dtype=np.float32))[0]
-
-    def _search(self, vector: np.ndarray) -> list[NodeWithScore]:
-        self.index.check_query_vector(vector)
-        lists = self.index.lists
-        clusters = route(vector, lists.centroids, lists.sizes, self.mode, self.n_probe, self.boundary_margin)
-        hits, scanned = self.index.search(vector, clusters, self.similarity_top_k)
-        probed = lists.n_clusters if clusters is None else len(clusters)
-        self.last_stats = RetrievalStats(probed, scanned, scanned / max(len(lists), 1))
-        return hits
 
 
 def _query_text(query_bundle: QueryBundle) -> str:

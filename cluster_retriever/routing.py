@@ -42,21 +42,32 @@ def route(
     mode: Mode = "routed",
     n_probe: int | None = None,
     boundary_margin: float = 0.01,
+    min_docs: int = 0,
 ) -> np.ndarray | None:
-    """Cluster ids to scan, nearest first; ``None`` means all of them."""
+    """Cluster ids to scan, nearest first; ``None`` means all of them. The probed clusters
+    always hold at least ``min_docs`` documents (or all there are), so a query asking for
+    ``k`` results gets ``k`` whenever the index holds that many."""
     if mode == "flat":
         return None
     similarity = centroids @ query
     n_nonempty = int(np.count_nonzero(sizes))
+    if n_nonempty == 0:
+        return np.zeros(0, dtype=np.int64)
     if n_nonempty < len(sizes):
         similarity = np.where(sizes > 0, similarity, -np.inf)
     if mode == "strict" or n_probe is not None:
-        return _nearest(similarity, min(n_nonempty, 1 if mode == "strict" else n_probe))
-    order, base = _nearest_within_budget(similarity, sizes, n_nonempty)
-    # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
-    threshold = similarity[order[base - 1]] - boundary_margin
-    n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
-    return order[: base + n_extra]
+        chosen = _nearest(similarity, min(n_nonempty, 1 if mode == "strict" else n_probe or 1))
+    else:
+        order, base = _nearest_within_budget(similarity, sizes, n_nonempty)
+        # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
+        threshold = similarity[order[base - 1]] - boundary_margin
+        n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
+        chosen = order[: base + n_extra]
+    if sizes[chosen].sum() >= min_docs or len(chosen) == n_nonempty:
+        return chosen
+    order = _nearest(similarity, n_nonempty)
+    enough = int(np.searchsorted(np.cumsum(sizes[order]), min_docs)) + 1
+    return order[: max(len(chosen), min(enough, n_nonempty))]
 
 
 def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty: int) -> tuple[np.ndarray, int]:

@@ -1,30 +1,47 @@
-"""Chroma storage: the client, one collection of nodes and one of centroids per build
-generation, and a manifest that names the live generation.
+"""Chroma storage, the one place that imports chromadb.
 
-A build writes a new generation and only then points the manifest at it, so a crash in
-the middle of a build leaves the previous index readable.
+A named index is three kinds of collections in one Chroma database:
+
+- ``<name>.g<N>.nodes``: the nodes of build generation N (id, vector, text, metadata with
+  ``cluster_id``);
+- ``<name>.g<N>.centroids``: that generation's unit centroids;
+- ``<name>.manifest``: an append-only log of manifest versions, one record per write.
+
+Every write commits the next manifest version by inserting the record ``v<version+1>``.
+Chroma keeps the first record written under an id and ignores later ones, so the insert is a
+compare-and-swap: of two writers that read the same version, exactly one commits and the
+other gets ``ConcurrentWriteError``. A build writes a new generation and only then commits a
+manifest that names it, so a crash in the middle leaves the previous index readable.
 """
 
 from __future__ import annotations
 
 import ctypes
 import re
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
-from cluster_retriever.errors import IndexNotFoundError
+from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CLUSTER_ID_KEY = "cluster_id"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,100}[A-Za-z0-9]$")
 _PAGE = 5000
+_KEEP_VERSIONS = 32  # manifest records kept; older ones are pruned after a commit
+_SQLITE = "chroma.sqlite3"
+
+
+class GenerationGone(Exception):
+    """A generation's collection no longer exists (another writer re-clustered and dropped it)."""
 
 
 def make_client(path: str | Path | None = None, host: str | None = None, port: int = 8000) -> ClientAPI:
@@ -36,24 +53,39 @@ def make_client(path: str | Path | None = None, host: str | None = None, port: i
     return chromadb.PersistentClient(path=str(path or "./chroma"), settings=settings)
 
 
+def require_store_path(path: str | Path | None) -> Path:
+    """The folder of an existing embedded store; opening never creates one."""
+    folder = Path(path or "./chroma").expanduser()
+    if not (folder / _SQLITE).is_file():
+        raise IndexNotFoundError(
+            f"No cluster index at {folder}: it holds no Chroma store ({_SQLITE} is missing). "
+            f"Check the path, or build one with ClusterIndex.build(..., path={str(folder)!r})."
+        )
+    return folder
+
+
 class Manifest(BaseModel):
-    """What an index was built with; stored as the metadata of ``<name>.manifest``."""
+    """What an index was built with, and which generation is live; one record per version."""
 
     format_version: int = Field(FORMAT_VERSION, description="Storage layout version.")
     embed_model: str = Field(description="Id of the embedding model the documents were embedded with.")
     dimension: int = Field(description="Embedding dimension.")
     n_clusters: int = Field(description="Number of KMeans clusters.")
-    doc_count: int = Field(description="Number of stored nodes.")
     generation: int = Field(description="The live build generation.")
+    version: int = Field(0, description="Bumped by every committed write (add, delete, build, recluster).")
     random_state: int = Field(0, description="KMeans seed.")
     updated_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def bumped(self, **changes: Any) -> Manifest:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return self.model_copy(update={**changes, "version": self.version + 1, "updated_at": now})
 
 
 class ChromaStore:
     """The collections of one named cluster index inside a Chroma database."""
 
     def __init__(self, client: ClientAPI, name: str) -> None:
-        if not _NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not _NAME_PATTERN.match(name):
             raise ValueError(
                 f"Index name {name!r} is not usable: use 3-102 letters, digits, '_' or '-', "
                 f"starting and ending with a letter or digit."
@@ -62,11 +94,23 @@ class ChromaStore:
         self.name = name
         self._open: dict[str, Any] = {}
 
+    def location(self) -> tuple[str, Path | None]:
+        """A key naming this database (its folder, or the server URL), and the folder when embedded."""
+        settings = self.client.get_settings()
+        if settings.is_persistent and settings.persist_directory:
+            folder = Path(settings.persist_directory).expanduser().resolve()
+            return str(folder), folder
+        return f"http://{settings.chroma_server_host}:{settings.chroma_server_http_port}", None
+
     def nodes_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.nodes"
 
     def _centroids_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.centroids"
+
+    @property
+    def _manifest_name(self) -> str:
+        return f"{self.name}.manifest"
 
     def _collection(self, name: str, create: bool = False) -> Any:
         if name not in self._open:  # looking a collection up costs as much as a small query
@@ -75,19 +119,50 @@ class ChromaStore:
                     name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
                 )
             else:
-                self._open[name] = self.client.get_collection(name, embedding_function=None)
+                try:
+                    self._open[name] = self.client.get_collection(name, embedding_function=None)
+                except Exception as exc:  # chromadb raises NotFoundError or ValueError by version
+                    raise GenerationGone(name) from exc
         return self._open[name]
 
-    def nodes(self, generation: int, create: bool = False) -> Any:
-        return self._collection(self.nodes_name(generation), create)
+    def _call(self, name: str, action: Callable[[Any], Any]) -> Any:
+        """Run ``action`` on a collection; a collection dropped meanwhile becomes ``GenerationGone``."""
+        try:
+            return action(self._collection(name))
+        except GenerationGone:
+            raise
+        except Exception as exc:
+            if _is_missing_collection(exc):
+                self._open.pop(name, None)
+                raise GenerationGone(name) from exc
+            raise
 
     # -- manifest -------------------------------------------------------------------------
     def read_manifest(self) -> Manifest | None:
+        """The newest committed manifest, or None when there is no index of this name."""
         try:
-            collection = self.client.get_collection(f"{self.name}.manifest", embedding_function=None)
-        except Exception:  # chromadb raises NotFoundError or ValueError by version
-            return None
-        return Manifest.model_validate(collection.metadata or {})
+            collection = self.client.get_collection(self._manifest_name, embedding_function=None)
+            found = collection.get(include=["metadatas"])
+        except Exception as exc:
+            if _is_missing_collection(exc):
+                return None
+            raise
+        try:
+            if found["ids"]:
+                newest = max(range(len(found["ids"])), key=lambda i: _version_of(found["ids"][i]))
+                return Manifest.model_validate(found["metadatas"][newest])
+            if collection.metadata:  # format 1 kept one manifest in the collection's metadata
+                legacy = dict(collection.metadata)
+                legacy.pop("doc_count", None)
+                return Manifest.model_validate(legacy)
+        except ValidationError as exc:
+            raise IndexCorruptedError(
+                f"The manifest of index {self.name!r} is damaged ({exc.error_count()} bad fields). "
+                f"Rebuild the index with ClusterIndex.build(...)."
+            ) from exc
+        raise IndexCorruptedError(
+            f"The manifest collection of index {self.name!r} is empty. Rebuild the index with ClusterIndex.build(...)."
+        )
 
     def require_manifest(self) -> Manifest:
         manifest = self.read_manifest()
@@ -97,25 +172,43 @@ class ChromaStore:
                 f"ClusterIndex.build(...) or `cluster-retriever build`, or check the path/host and name."
             )
         if manifest.format_version > FORMAT_VERSION:
-            raise ValueError(
+            raise IndexCorruptedError(
                 f"Index {self.name!r} has storage format {manifest.format_version}, newer than this "
                 f"library understands ({FORMAT_VERSION}): upgrade cluster-retriever."
             )
         return manifest
 
-    def write_manifest(self, manifest: Manifest) -> None:
-        collection = self.client.get_or_create_collection(f"{self.name}.manifest", embedding_function=None)
-        collection.modify(metadata=manifest.model_dump())
+    def commit_manifest(self, manifest: Manifest) -> None:
+        """Insert ``manifest`` as version ``manifest.version``; raise ``ConcurrentWriteError`` if
+        another writer committed that version first."""
+        collection = self.client.get_or_create_collection(self._manifest_name, embedding_function=None)
+        token = uuid.uuid4().hex
+        record_id = _version_id(manifest.version)
+        collection.add(ids=[record_id], embeddings=[[0.0]], metadatas=[{**manifest.model_dump(), "writer": token}])
+        stored = collection.get(ids=[record_id], include=["metadatas"])["metadatas"]
+        if not stored or stored[0].get("writer") != token:
+            raise ConcurrentWriteError(
+                f"Another writer committed version {manifest.version} of index {self.name!r} first; "
+                f"this write was not applied. Retry it (the index reloads the new state first)."
+            )
+        stale = [_version_id(v) for v in range(max(0, manifest.version - 4 * _KEEP_VERSIONS), manifest.version - _KEEP_VERSIONS)]
+        if stale and manifest.version % _KEEP_VERSIONS == 0:
+            collection.delete(ids=stale)
+
+    # -- generations ----------------------------------------------------------------------
+    def generations(self) -> set[int]:
+        """Generation numbers that have a nodes or centroids collection."""
+        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids)$")
+        found = set()
+        for collection in self.client.list_collections():
+            name = collection if isinstance(collection, str) else collection.name
+            if match := pattern.match(name):
+                found.add(int(match.group(1)))
+        return found
 
     def next_generation(self) -> int:
         manifest = self.read_manifest()
-        taken = [manifest.generation] if manifest else []
-        prefix = f"{self.name}.g"
-        for collection in self.client.list_collections():
-            name = collection if isinstance(collection, str) else collection.name
-            if name.startswith(prefix) and name.endswith(".nodes"):
-                taken.append(int(name[len(prefix) : -len(".nodes")]))
-        return max(taken, default=0) + 1
+        return max(self.generations() | {manifest.generation if manifest else 0}) + 1
 
     def drop_generation(self, generation: int) -> None:
         for name in (self.nodes_name(generation), self._centroids_name(generation)):
@@ -125,6 +218,17 @@ class ChromaStore:
             except Exception:  # already gone
                 pass
 
+    def check_generation(self, generation: int) -> None:
+        """Both collections of a live generation exist, or ``IndexCorruptedError``."""
+        for name in (self.nodes_name(generation), self._centroids_name(generation)):
+            try:
+                self._collection(name)
+            except GenerationGone as exc:
+                raise IndexCorruptedError(
+                    f"Collection {name!r} of index {self.name!r} is missing. Rebuild the index with "
+                    f"ClusterIndex.build(...) (or ClusterIndex.from_vector_store(...))."
+                ) from exc
+
     # -- nodes ----------------------------------------------------------------------------
     def add_nodes(
         self,
@@ -132,46 +236,69 @@ class ChromaStore:
         ids: Sequence[str],
         vectors: np.ndarray,
         documents: Sequence[str],
-        metadatas: Sequence[dict],
+        metadatas: Sequence[dict[str, Any]],
+        create: bool = False,
     ) -> None:
-        collection = self.nodes(generation, create=True)
+        name = self.nodes_name(generation)
+        if create:
+            self._collection(name, create=True)
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
-            collection.add(
-                ids=list(ids[start:end]),
-                embeddings=vectors[start:end],
-                documents=list(documents[start:end]),
-                metadatas=list(metadatas[start:end]),
+            self._call(
+                name,
+                lambda c, start=start, end=end: c.upsert(
+                    ids=list(ids[start:end]),
+                    embeddings=vectors[start:end],
+                    documents=list(documents[start:end]),
+                    metadatas=list(metadatas[start:end]),
+                ),
             )
         release_freed_heap()
 
     def set_cluster_ids(self, generation: int, ids: Sequence[str], labels: np.ndarray) -> None:
-        collection = self.nodes(generation)
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             chunk = list(ids[start : start + step])
-            collection.update(ids=chunk, metadatas=[{CLUSTER_ID_KEY: int(c)} for c in labels[start : start + step]])
+            metadatas = [{CLUSTER_ID_KEY: int(c)} for c in labels[start : start + step]]
+            self._call(self.nodes_name(generation), lambda c, chunk=chunk, m=metadatas: c.update(ids=chunk, metadatas=m))
 
     def iter_vectors(self, generation: int) -> Iterator[tuple[list[str], np.ndarray, list[int]]]:
         """Pages of (ids, vectors, cluster ids) from the nodes collection."""
-        for page in pages(self.nodes(generation), ["embeddings", "metadatas"]):
-            clusters = [int(m[CLUSTER_ID_KEY]) for m in page["metadatas"]]
+        for page in self._pages(generation, ["embeddings", "metadatas"]):
+            clusters = [int((m or {}).get(CLUSTER_ID_KEY, -1)) for m in page["metadatas"]]
             yield page["ids"], np.asarray(page["embeddings"], dtype=np.float32), clusters
 
-    def iter_records(self, generation: int) -> Iterator[tuple[str, str, dict]]:
+    def iter_records(self, generation: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """(id, text, metadata) of every stored node."""
-        for page in pages(self.nodes(generation), ["documents", "metadatas"]):
-            for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"]):
+        for page in self._pages(generation, ["documents", "metadatas"]):
+            for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
                 yield doc_id, text or "", metadata or {}
 
-    def fetch(self, generation: int, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
+    def iter_full(self, generation: int) -> Iterator[dict[str, Any]]:
+        """Pages with ids, embeddings, documents and metadatas (for copying a generation)."""
+        yield from self._pages(generation, ["embeddings", "documents", "metadatas"])
+
+    def _pages(self, generation: int, include: list[str]) -> Iterator[dict[str, Any]]:
+        name = self.nodes_name(generation)
+        offset = 0
+        while True:
+            page = self._call(name, lambda c, offset=offset: c.get(include=include, limit=_PAGE, offset=offset))
+            if not page["ids"]:
+                return
+            yield page
+            offset += len(page["ids"])
+
+    def fetch(self, generation: int, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Documents and metadata by id (Chroma does not keep the request order)."""
-        found = self.nodes(generation).get(ids=list(ids), include=["documents", "metadatas"])
-        return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"])}
+        found = self._call(self.nodes_name(generation), lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
+        return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
 
     def delete_nodes(self, generation: int, ids: Sequence[str]) -> None:
-        self.nodes(generation).delete(ids=list(ids))
+        self._call(self.nodes_name(generation), lambda c: c.delete(ids=list(ids)))
+
+    def count(self, generation: int) -> int:
+        return int(self._call(self.nodes_name(generation), lambda c: c.count()))
 
     # -- centroids ------------------------------------------------------------------------
     def write_centroids(self, generation: int, centroids: np.ndarray) -> None:
@@ -180,15 +307,30 @@ class ChromaStore:
         collection.upsert(ids=ids, embeddings=centroids, metadatas=[{CLUSTER_ID_KEY: c} for c in range(len(centroids))])
 
     def read_centroids(self, generation: int) -> np.ndarray:
-        found = self._collection(self._centroids_name(generation)).get(include=["embeddings"])
+        found = self._call(self._centroids_name(generation), lambda c: c.get(include=["embeddings"]))
+        if not found["ids"]:
+            return np.zeros((0, 0), dtype=np.float32)
         order = np.argsort([int(i) for i in found["ids"]])
         return np.asarray(found["embeddings"], dtype=np.float32)[order]
 
 
+def _version_id(version: int) -> str:
+    return f"v{version:012d}"
+
+
+def _version_of(record_id: str) -> int:
+    return int(record_id[1:]) if record_id[1:].isdigit() else -1
+
+
+def _is_missing_collection(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "notfound" in text or "does not exist" in text
+
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+        return trim
     except (OSError, AttributeError):  # not glibc
         return None
 
@@ -205,8 +347,8 @@ def release_freed_heap() -> None:
         _MALLOC_TRIM(0)
 
 
-def pages(collection: Any, include: list[str], page_size: int = _PAGE) -> Iterator[dict]:
-    """Every record of a Chroma collection, a page at a time."""
+def pages(collection: Any, include: list[str], page_size: int = _PAGE) -> Iterator[dict[str, Any]]:
+    """Every record of a Chroma collection (one the index does not own), a page at a time."""
     offset = 0
     while True:
         page = collection.get(include=include, limit=page_size, offset=offset)
@@ -214,3 +356,16 @@ def pages(collection: Any, include: list[str], page_size: int = _PAGE) -> Iterat
             return
         yield page
         offset += len(page["ids"])
+
+
+def source_collection(vector_store: Any) -> Any:
+    """The chromadb collection behind a ChromaVectorStore, a VectorStoreIndex, or a collection."""
+    if hasattr(vector_store, "vector_store"):  # VectorStoreIndex
+        vector_store = vector_store.vector_store
+    collection = getattr(vector_store, "_collection", vector_store)
+    if not all(hasattr(collection, attr) for attr in ("get", "count", "name")):
+        raise TypeError(
+            "from_vector_store needs a ChromaVectorStore, a VectorStoreIndex on one, or a chromadb collection; "
+            f"got {type(vector_store).__name__}."
+        )
+    return collection

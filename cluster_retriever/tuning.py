@@ -8,8 +8,8 @@ the whole index, and returns the smallest probe count that reaches the target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def _query_vectors(index: ClusterIndex, queries: Sequence[str] | np.ndarray) -> 
 
 def _measure(lists: InvertedLists, vectors: np.ndarray, exact: list[set[str]], top_k: int, n_probe: int | None) -> ProbePoint:
     recalls, scanned = [], []
-    for vector, truth in zip(vectors, exact):
+    for vector, truth in zip(vectors, exact, strict=False):
         result = lists.scan(vector, route(vector, lists.centroids, lists.sizes, n_probe=n_probe), top_k)
         recalls.append(len(truth.intersection(result.ids)) / max(len(truth), 1))
         scanned.append(result.n_scanned / max(len(lists), 1))

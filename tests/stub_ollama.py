@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +44,10 @@ class StubOllama:
         self.delay = delay
         self.status = 200  # set to 500 to fail every call
         self.answer: str | None = None  # set to force an answer (e.g. garbage)
+        # A misbehaving server, for the fault-injection tests: "hang", "dribble", "reset",
+        # "429", "invalid_json" or "huge" (a 20 MB answer).
+        self.fault: str | None = None
+        self.fault_after = 0  # judge requests answered well before the fault starts
         self.requests = 0  # judge requests (/api/chat, /api/generate); litellm's /api/show lookups not counted
         self.in_flight = 0
         self.max_in_flight = 0
@@ -65,22 +71,72 @@ class StubOllama:
                     time.sleep(stub.delay)
                     if self.path == "/api/show":
                         self._send(200, {"modelfile": "", "parameters": "", "template": "", "details": {}, "model_info": {}})
+                    elif stub.fault is not None and stub.requests > stub.fault_after:
+                        self._misbehave(stub.fault)
                     elif stub.status != 200:
                         self._send(stub.status, {"error": "stub failure"})
                     elif self.path == "/api/chat":
                         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
                         answer = stub.answer if stub.answer is not None else judge(prompt)
-                        self._send(200, {"model": body.get("model"), "message": {"role": "assistant", "content": answer},
-                                         "done": True, "done_reason": "stop", "prompt_eval_count": 50, "eval_count": 1})
+                        self._send(
+                            200,
+                            {
+                                "model": body.get("model"),
+                                "message": {"role": "assistant", "content": answer},
+                                "done": True,
+                                "done_reason": "stop",
+                                "prompt_eval_count": 50,
+                                "eval_count": 1,
+                            },
+                        )
                     elif self.path == "/api/generate":
                         answer = stub.answer if stub.answer is not None else judge(body.get("prompt", ""))
-                        self._send(200, {"model": body.get("model"), "response": answer, "done": True,
-                                         "prompt_eval_count": 50, "eval_count": 1})
+                        self._send(
+                            200,
+                            {
+                                "model": body.get("model"),
+                                "response": answer,
+                                "done": True,
+                                "prompt_eval_count": 50,
+                                "eval_count": 1,
+                            },
+                        )
                     else:
                         self._send(404, {"error": "not found"})
                 finally:
                     with stub._lock:
                         stub.in_flight -= 1
+
+            def _misbehave(self, fault):
+                if fault == "hang":
+                    time.sleep(60)
+                elif fault == "dribble":  # a valid answer, one byte every half second
+                    data = json.dumps({"message": {"role": "assistant", "content": "A"}, "done": True}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for byte in data:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                elif fault == "reset":  # RST instead of an answer
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                elif fault == "429":
+                    self.send_response(429)
+                    self.send_header("Retry-After", "30")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                elif fault == "invalid_json":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "9")
+                    self.end_headers()
+                    self.wfile.write(b"{not json")
+                elif fault == "huge":
+                    self._send(200, {"message": {"role": "assistant", "content": "A" * 20_000_000}, "done": True})
 
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()

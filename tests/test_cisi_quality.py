@@ -25,10 +25,12 @@ def test_routed_defaults_keep_flat_quality_while_scanning_a_fifth(tmp_path, embe
     index = ClusterIndex.build(data.corpus, path=tmp_path, embed_model=embed_model, show_progress=False)
     flat, _ = evaluate(index, data, mode="flat")
     routed, scanned = evaluate(index, data)
-    strict, _ = evaluate(index, data, mode="strict")
+    strict, strict_scanned = evaluate(index, data, mode="strict")
     assert flat["ndcg@10"] == pytest.approx(0.419, abs=0.005)
     assert flat["recall@100"] == pytest.approx(0.472, abs=0.005)
     assert routed["ndcg@10"] >= 0.99 * flat["ndcg@10"]
     assert routed["recall@100"] >= 0.98 * flat["recall@100"]  # measured 1.002 x (see README)
     assert scanned <= 0.20
-    assert strict["recall@100"] < 0.5 * flat["recall@100"]  # the hard filter's cost, for contrast
+    # strict fills its 100 hits from the nearest clusters only, just enough of them: it scans
+    # about 100 documents and loses quality against the routed default, for contrast
+    assert strict_scanned < 0.5 * scanned and strict["recall@100"] < routed["recall@100"]

@@ -12,7 +12,9 @@ def write_beir(folder):
     (folder / "qrels").mkdir()
     rows = [{"_id": "d1", "title": "Cats", "text": "Cats purr."}, {"_id": "d2", "title": "", "text": "Dogs bark."}]
     (folder / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "purring"}) + "\n" + json.dumps({"_id": "q2", "text": "x"}))
+    (folder / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "purring"}) + "\n" + json.dumps({"_id": "q2", "text": "x"})
+    )
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n")
     return folder
 

@@ -21,7 +21,12 @@ def write_beir(folder: Path) -> Path:
     for role, text in ROLES.items():
         for i in range(6):
             corpus.append({"_id": f"{role}-{i}", "title": f"{role} {i}", "text": f"{text} Variant {i}."})
-    asks = {"pmm": "who owns go-to-market launches", "pm": "who prioritises the backlog", "de": "Spark ETL pipelines", "chef": "croissants and desserts"}
+    asks = {
+        "pmm": "who owns go-to-market launches",
+        "pm": "who prioritises the backlog",
+        "de": "Spark ETL pipelines",
+        "chef": "croissants and desserts",
+    }
     for role, question in asks.items():
         queries.append({"_id": role, "text": question})
         qrels += [f"{role}\t{role}-{i}\t1" for i in range(6)]
@@ -56,9 +61,18 @@ def test_run_ragas_end_to_end(tmp_path):
     dataset = write_beir(tmp_path / "mini")
     out = tmp_path / "out"
     command = [
-        sys.executable, str(REPO / "eval" / "run_ragas.py"), "--dataset", str(dataset), "--out", str(out),
-        "--models", "all-MiniLM-L6-v2,tokenlearn-static-model-64d,no-such-model-xyz", "--cache-dir", str(tmp_path / "cache"),
-        "--max-queries", "3",
+        sys.executable,
+        str(REPO / "eval" / "run_ragas.py"),
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--models",
+        "all-MiniLM-L6-v2,tokenlearn-static-model-64d,no-such-model-xyz",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--max-queries",
+        "3",
     ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -89,7 +103,9 @@ def test_run_ragas_end_to_end(tmp_path):
 
 
 def test_help_explains_every_option():
-    shown = subprocess.run([sys.executable, str(REPO / "eval" / "run_ragas.py"), "--help"], capture_output=True, text=True, cwd=REPO)
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "run_ragas.py"), "--help"], capture_output=True, text=True, cwd=REPO
+    )
     assert shown.returncode == 0
     for option in ("--dataset", "--models", "--modes", "--top-k", "--out", "--llm", "--api-base", "--max-queries"):
         assert option in shown.stdout

@@ -16,10 +16,27 @@ def test_chat_single_turn_with_reranking(tmp_path, text_folder):
     docs = text_folder
     with StubOllama() as stub:
         shown = subprocess.run(
-            [sys.executable, str(REPO / "examples" / "chat.py"), "--docs", str(docs), "--index-path", str(tmp_path / "index"),
-             "--llm", "ollama_chat/stub", "--api-base", stub.url, "--rerank", "--top-k", "2",
-             "--question", "who laminates croissant dough?"],
-            capture_output=True, text=True, timeout=300, cwd=REPO,
+            [
+                sys.executable,
+                str(REPO / "examples" / "chat.py"),
+                "--docs",
+                str(docs),
+                "--index-path",
+                str(tmp_path / "index"),
+                "--llm",
+                "ollama_chat/stub",
+                "--api-base",
+                stub.url,
+                "--rerank",
+                "--top-k",
+                "2",
+                "--question",
+                "who laminates croissant dough?",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
         )
         assert shown.returncode == 0, shown.stderr[-3000:]
         assert stub.requests > 2  # condense/answer calls and the reranker's comparisons
@@ -30,7 +47,9 @@ def test_chat_single_turn_with_reranking(tmp_path, text_folder):
 
 
 def test_role_confusion_says_the_data_is_generated():
-    shown = subprocess.run([sys.executable, str(REPO / "examples" / "role_confusion.py")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "role_confusion.py")], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "generated" in shown.stdout.splitlines()[0]
     mean = next(line for line in shown.stdout.splitlines() if line.startswith("mean")).split()[1:]

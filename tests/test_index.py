@@ -17,10 +17,9 @@ def top_ids(index, query, k=5, **kwargs):
 
 def test_build_stores_nodes_with_cluster_ids_centroids_and_manifest(index, docs):
     manifest = index.manifest
-    assert (manifest.doc_count, manifest.n_clusters, manifest.dimension) == (len(docs), 4, 384)
+    assert (index.doc_count, manifest.n_clusters, manifest.dimension) == (len(docs), 4, 384)
     assert manifest.embed_model == DEFAULT_MODEL_ID
-    stored = index.store.nodes(manifest.generation).get(include=["metadatas"])
-    by_id = dict(zip(stored["ids"], stored["metadatas"]))
+    by_id = {doc_id: metadata for doc_id, _, metadata in index.store.iter_records(manifest.generation)}
     assert set(by_id) == {d.doc_id for d in docs}
     assert all(by_id[i][CLUSTER_ID_KEY] == index.lists.cluster_of(i) for i in by_id)
     assert index.store.read_centroids(manifest.generation).shape == (4, 384)
@@ -57,9 +56,17 @@ def test_open_refuses_another_dimension(tmp_path, index):
         ClusterIndex.open(path=tmp_path / "chroma", embed_model=same_name)
 
 
-def test_open_missing_index(tmp_path):
-    with pytest.raises(IndexNotFoundError, match="No cluster index named 'cluster_index'"):
+def test_open_missing_index_creates_nothing(tmp_path, index):
+    with pytest.raises(IndexNotFoundError, match="No cluster index at .*nothing"):
         ClusterIndex.open(path=tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("just a text file")
+    with pytest.raises(IndexNotFoundError, match="chroma.sqlite3 is missing"):
+        ClusterIndex.open(path=tmp_path / "texts")
+    assert sorted(p.name for p in (tmp_path / "texts").iterdir()) == ["a.txt"]
+    with pytest.raises(IndexNotFoundError, match="No cluster index named 'other'"):
+        ClusterIndex.open("other", path=tmp_path / "chroma")
 
 
 def test_bad_input_keeps_the_existing_index(tmp_path, index, embed_model, docs):
@@ -104,7 +111,7 @@ def test_add_goes_to_the_nearest_cluster_and_persists(tmp_path, index, embed_mod
     assert index.lists.cluster_of("chef-new") == chef_cluster
     assert "chef-new" in top_ids(index, "sourdough bread baker", 3)
     reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
-    assert reopened.manifest.doc_count == 21 and reopened.lists.cluster_of("chef-new") == chef_cluster
+    assert reopened.doc_count == 21 and reopened.lists.cluster_of("chef-new") == chef_cluster
 
 
 def test_add_refuses_stored_or_repeated_ids(index):
@@ -141,7 +148,7 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
     from cluster_retriever.embeddings import embed_query
 
     query = embed_query(embed_model, "warehouse modeling")
-    expected = [hit.node.node_id for hit in index.search(query, None, 5)[0]]
+    expected = [hit.node.node_id for hit in index.search(query, 5, mode="flat").hits]
     old_generation = index.manifest.generation
     fetch = index.store.fetch
 
@@ -151,7 +158,7 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
         return fetch(generation, ids)
 
     index.store.fetch = fetch_after_recluster
-    hits, _ = index.search(query, None, 5)
+    hits = index.search(query, 5, mode="flat").hits
     assert index.manifest.generation == old_generation + 1
     assert [hit.node.node_id for hit in hits] == expected
     assert all(hit.node.get_content() for hit in hits)
@@ -188,7 +195,9 @@ def test_from_vector_store_reuses_stored_embeddings(tmp_path, embed_model, docs)
     assert all(CLUSTER_ID_KEY not in m for m in collection.get(include=["metadatas"])["metadatas"])
     with pytest.raises(EmbeddingMismatchError, match="holds 384-d vectors"):
         ClusterIndex.from_vector_store(vector_store, client=client, embed_model=MockEmbedding(embed_dim=8), name="other")
-    assert np.array_equal(np.sort(index.cluster_sizes), np.sort(np.bincount([index.lists.cluster_of(i) for i in index.lists.ids])))
+    assert np.array_equal(
+        np.sort(index.cluster_sizes), np.sort(np.bincount([index.lists.cluster_of(i) for i in index.lists.ids]))
+    )
 
 
 def test_cached_records_give_the_same_results_and_follow_changes(tmp_path, index, embed_model, monkeypatch):

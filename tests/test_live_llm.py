@@ -30,7 +30,9 @@ def test_real_llm_puts_the_answer_first():
         "The Eiffel Tower stands on the Champ de Mars in Paris, France.",
     ]
     nodes = [NodeWithScore(node=TextNode(id_=str(i), text=t), score=1.0) for i, t in enumerate(passages)]
-    reranker = PairwiseLLMReranker(model=MODEL, api_base=os.environ.get("CLUSTER_RETRIEVER_LIVE_API_BASE"), method="allpair", timeout=120)
+    reranker = PairwiseLLMReranker(
+        model=MODEL, api_base=os.environ.get("CLUSTER_RETRIEVER_LIVE_API_BASE"), method="allpair", timeout=120
+    )
     result = reranker.postprocess_nodes(nodes, query_str="In which city is the Eiffel Tower?")
     assert sorted(n.node.node_id for n in result) == ["0", "1", "2"]
     assert reranker.last_stats.failures < reranker.last_stats.llm_calls

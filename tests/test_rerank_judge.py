@@ -6,8 +6,15 @@ from cluster_retriever.rerank.judge import DEFAULT_PROMPT, LiteLLMJudge, Verdict
 @pytest.mark.parametrize(
     "answer, verdict",
     [
-        ("A", "A"), ("b", "B"), ("Passage A", "A"), ("passage_b", "B"), ("(B)", "B"), ("A.", "A"),
-        ("  **B**", "B"), ("I think passage B is better.", "B"), ("Answer: A", "A"),
+        ("A", "A"),
+        ("b", "B"),
+        ("Passage A", "A"),
+        ("passage_b", "B"),
+        ("(B)", "B"),
+        ("A.", "A"),
+        ("  **B**", "B"),
+        ("I think passage B is better.", "B"),
+        ("Answer: A", "A"),
     ],
 )
 def test_parse_verdict_reads_the_letter(answer, verdict):
@@ -38,7 +45,9 @@ def test_logprobs_are_not_requested_from_ollama():
 
 def test_cache_key_depends_on_every_part():
     keys = {
-        VerdictCache.key("m", "q", "a", "b"), VerdictCache.key("m2", "q", "a", "b"), VerdictCache.key("m", "q2", "a", "b"),
+        VerdictCache.key("m", "q", "a", "b"),
+        VerdictCache.key("m2", "q", "a", "b"),
+        VerdictCache.key("m", "q2", "a", "b"),
         VerdictCache.key("m", "q", "b", "a"),
     }
     assert len(keys) == 4

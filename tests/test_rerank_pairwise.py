@@ -52,7 +52,9 @@ def test_reorders_by_what_the_judge_reads(stub, model, method):
 
 
 def test_output_is_a_permutation_of_the_input(stub):
-    result = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=100).postprocess_nodes(nodes(), query_str=QUERY)
+    result = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=100).postprocess_nodes(
+        nodes(), query_str=QUERY
+    )
     assert sorted(ids(result)) == sorted(ids(nodes())) and len(result) == len(PASSAGES)
 
 
@@ -96,7 +98,9 @@ def test_timeouts_fall_back_to_first_stage_order(stub):
     started = time.perf_counter()
     result = reranker.postprocess_nodes(nodes(), query_str=QUERY)
     assert ids(result) == ids(nodes())
-    assert reranker.last_stats.failures == reranker.last_stats.llm_calls == 30
+    stats = reranker.last_stats
+    # 16 calls in flight time out together; past 6 failures in a row it stops asking
+    assert stats.failures == stats.llm_calls == 16 and stats.fell_back
     assert time.perf_counter() - started < 5
 
 
@@ -104,14 +108,14 @@ def test_http_errors_fall_back_to_first_stage_order(stub):
     stub.status = 500
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url)
     assert ids(reranker.postprocess_nodes(nodes(), query_str=QUERY)) == ids(nodes())
-    assert reranker.last_stats.failures == reranker.last_stats.llm_calls > 0
+    assert reranker.last_stats.failures == reranker.last_stats.llm_calls >= 6 and reranker.last_stats.fell_back
 
 
 def test_garbage_answers_fall_back_and_are_not_cached(stub):
     stub.answer = "The weather is nice today."
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, method="allpair")
     assert ids(reranker.postprocess_nodes(nodes(), query_str=QUERY)) == ids(nodes())
-    assert reranker.last_stats.failures == 30
+    assert 6 <= reranker.last_stats.failures == reranker.last_stats.llm_calls < 30
     stub.answer = None
     assert ids(reranker.postprocess_nodes(nodes(), query_str=QUERY))[0] == by_overlap()[0]
 
@@ -146,8 +150,10 @@ def test_both_orders_cancel_position_bias(stub):
 def test_prompt_is_swappable(stub):
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=2)
     assert set(reranker.get_prompts()) == {"pairwise_prompt"}
-    custom = PromptTemplate("Query: <query>{query}</query>\nFirst: <passage_a>{passage_a}</passage_a>\n"
-                            "Second: <passage_b>{passage_b}</passage_b>\nReply A or B. CUSTOM")
+    custom = PromptTemplate(
+        "Query: <query>{query}</query>\nFirst: <passage_a>{passage_a}</passage_a>\n"
+        "Second: <passage_b>{passage_b}</passage_b>\nReply A or B. CUSTOM"
+    )
     reranker.update_prompts({"pairwise_prompt": custom})
     assert reranker.get_prompts()["pairwise_prompt"].get_template().endswith("CUSTOM")
     assert ids(reranker.postprocess_nodes(nodes(), query_str=QUERY)) == by_overlap()[:2]
@@ -172,7 +178,9 @@ def test_inside_a_query_engine(stub, index):
     from llama_index.core.query_engine import RetrieverQueryEngine
 
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=2)
-    engine = RetrieverQueryEngine.from_args(index.as_retriever(similarity_top_k=8, mode="flat"), llm=MockLLM(), node_postprocessors=[reranker])
+    engine = RetrieverQueryEngine.from_args(
+        index.as_retriever(similarity_top_k=8, mode="flat"), llm=MockLLM(), node_postprocessors=[reranker]
+    )
     response = asyncio.run(engine.aquery("pastry chef croissants"))
     assert len(response.source_nodes) == 2 and all(n.node.node_id.startswith("chef-") for n in response.source_nodes)
     assert reranker.last_stats.llm_calls > 0

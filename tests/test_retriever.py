@@ -42,7 +42,7 @@ def test_flat_equals_exact_search(index, embed_model, docs):
 
 
 def test_strict_searches_one_cluster_and_filters_near_misses(index):
-    strict = ClusterRetriever(index, similarity_top_k=10, mode="strict")
+    strict = ClusterRetriever(index, similarity_top_k=5, mode="strict")
     hits = strict.retrieve("product marketing manager")
     assert {h.node.metadata["cluster_id"] for h in hits} == {index.lists.cluster_of("pmm-0")}
     assert all(h.node.node_id.startswith("pmm-") for h in hits)
@@ -51,8 +51,21 @@ def test_strict_searches_one_cluster_and_filters_near_misses(index):
     assert any(i.startswith("pm-") for i in flat)  # the near miss the filter removes
 
 
+def test_strict_and_routed_fill_top_k_from_the_next_clusters(index):
+    """The nearest cluster holds 5 nodes; asking for 12 probes the next nearest clusters
+    instead of returning 5 (a mode never returns fewer hits than the index could give)."""
+    for kwargs in ({"mode": "strict"}, {"n_probe": 1}, {}):
+        retriever = ClusterRetriever(index, similarity_top_k=12, **kwargs)
+        hits = retriever.retrieve("product marketing manager")
+        assert len(hits) == 12 and len({h.node.node_id for h in hits}) == 12
+        assert retriever.last_stats.clusters_probed >= 3
+        assert all(h.node.node_id.startswith("pmm-") for h in hits[:5])
+    everything = ClusterRetriever(index, similarity_top_k=200, mode="strict").retrieve("pastry")
+    assert len(everything) == 20
+
+
 def test_fixed_n_probe(index):
-    retriever = ClusterRetriever(index, similarity_top_k=20, n_probe=2)
+    retriever = ClusterRetriever(index, similarity_top_k=5, n_probe=2)
     assert len({h.node.metadata["cluster_id"] for h in retriever.retrieve("a profile")}) == 2
     assert retriever.last_stats.clusters_probed == 2
 

@@ -38,7 +38,7 @@ def test_adaptive_probes_more_near_a_boundary():
     inside = centroids[3]
     similarity = np.sort(centroids @ inside)[::-1]
     gap = similarity[base - 1] - similarity[base]  # to the first cluster past the budget
-    boundary = unit(*(centroids[:base + 4].sum(axis=0)))  # equidistant from many centroids
+    boundary = unit(*(centroids[: base + 4].sum(axis=0)))  # equidistant from many centroids
     assert len(route(inside, centroids, sizes, boundary_margin=gap / 2)) == base
     assert len(route(inside, centroids, sizes, boundary_margin=gap * 1.01)) > base
     assert len(route(boundary, centroids, sizes, boundary_margin=0.05)) > base

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cluster_retriever import ClusterIndex, ClusterRetriever, tune_n_probe
+from cluster_retriever import ClusterRetriever, tune_n_probe
 from cluster_retriever.errors import EmbeddingMismatchError, EmptyQueryError
 
 pytestmark = pytest.mark.slow

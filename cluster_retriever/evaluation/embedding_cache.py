@@ -31,13 +31,13 @@ class CachedEmbedding(BaseEmbedding):
         self._path = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', inner.model_name)}.npz"
         if self._path.is_file():
             stored = np.load(self._path)
-            self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"].tolist()))
+            self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"].tolist(), strict=False))
 
     def _lookup(self, kind: str, texts: list[str], compute) -> list[list[float]]:
         keys = [_digest(kind, t) for t in texts]
-        missing = [t for t, k in zip(texts, keys) if k not in self._vectors]
+        missing = [t for t, k in zip(texts, keys, strict=False) if k not in self._vectors]
         if missing:
-            for text, vector in zip(missing, compute(missing)):
+            for text, vector in zip(missing, compute(missing), strict=False):
                 self._vectors[_digest(kind, text)] = list(vector)
             self._dirty = True
         return [self._vectors[k] for k in keys]

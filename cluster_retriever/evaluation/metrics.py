@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ranx import Qrels, Run, evaluate
 from sklearn.metrics import silhouette_score
-
-os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 Ranking = Mapping[str, Mapping[str, float]]
@@ -35,7 +33,8 @@ def ragas_id_metrics(
     queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run: Ranking, top_k: int
 ) -> dict[str, float]:
     """RAGAS's ID-based context precision and recall on the top ``top_k`` (no LLM needed)."""
-    from ragas import EvaluationDataset, SingleTurnSample, evaluate as ragas_evaluate
+    from ragas import EvaluationDataset, SingleTurnSample
+    from ragas import evaluate as ragas_evaluate
     from ragas.metrics import IDBasedContextPrecision, IDBasedContextRecall
 
     samples = [
@@ -61,7 +60,8 @@ def ragas_llm_metrics(samples: list[dict[str, Any]], llm: Any, embed_model: Any,
     """Faithfulness, response relevancy and LLM context precision/recall, judged by ``llm``
     (a LlamaIndex LLM). Workers, timeouts and retries suit a small local model; a metric
     that still cannot be computed comes back as NaN rather than stopping the run."""
-    from ragas import EvaluationDataset, RunConfig, SingleTurnSample, evaluate as ragas_evaluate
+    from ragas import EvaluationDataset, RunConfig, SingleTurnSample
+    from ragas import evaluate as ragas_evaluate
     from ragas.embeddings import LlamaIndexEmbeddingsWrapper
     from ragas.llms import LlamaIndexLLMWrapper
     from ragas.metrics import Faithfulness, LLMContextPrecisionWithReference, LLMContextRecall, ResponseRelevancy
@@ -80,7 +80,9 @@ def ragas_llm_metrics(samples: list[dict[str, Any]], llm: Any, embed_model: Any,
     return {name: float(frame[name].mean()) if name in frame else math.nan for name in names}
 
 
-def cluster_quality(vectors: np.ndarray, clusters: np.ndarray, labels: Sequence[str] | None = None, seed: int = 0) -> dict[str, float]:
+def cluster_quality(
+    vectors: np.ndarray, clusters: np.ndarray, labels: Sequence[str] | None = None, seed: int = 0
+) -> dict[str, float]:
     """Silhouette (cosine, on a sample of at most 3,000 points) and, given labels, purity:
     the share of documents whose cluster's majority label is their own."""
     quality: dict[str, float] = {}

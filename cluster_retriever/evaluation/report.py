@@ -7,16 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+from rich.console import Console
+from rich.table import Table
+from sklearn.decomposition import PCA
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-
-from cluster_retriever.evaluation.runner import ModelRun  # noqa: E402
+from cluster_retriever.evaluation.runner import ModelRun
 
 COLUMNS = [
     ("nDCG@10", "metrics", "ndcg@10", "{:.3f}"),
@@ -30,7 +27,12 @@ COLUMNS = [
     ("p95 ms", "cost", "query_ms_p95", "{:.2f}"),
     ("LLM calls/q", "cost", "llm_calls_per_query", "{:.0f}"),
 ]
-LLM_COLUMNS = [("faithful", "faithfulness"), ("relevancy", "answer_relevancy"), ("ctxP(llm)", "llm_context_precision_with_reference"), ("ctxR(llm)", "context_recall")]
+LLM_COLUMNS = [
+    ("faithful", "faithfulness"),
+    ("relevancy", "answer_relevancy"),
+    ("ctxP(llm)", "llm_context_precision_with_reference"),
+    ("ctxR(llm)", "context_recall"),
+]
 
 
 def _fmt(value: Any, pattern: str) -> str:
@@ -46,9 +48,7 @@ def to_json(dataset: str, n_queries: int, results: list[ModelRun]) -> dict[str, 
             runs.append({"model": result.model, "error": result.error})
         for run in result.runs:
             runs.append({"model": result.model, **run})
-    clusters = {
-        r.model: {k: v for k, v in r.clusters.items() if k != "projection"} for r in results if not r.error
-    }
+    clusters = {r.model: {k: v for k, v in r.clusters.items() if k != "projection"} for r in results if not r.error}
     return {"dataset": dataset, "queries": n_queries, "runs": runs, "clusters": clusters}
 
 
@@ -70,9 +70,15 @@ def rows(results: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
 def cluster_rows(results: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
     header = ["model", "clusters", "silhouette", "purity", "build s"]
     body = [
-        [r.model, str(r.clusters.get("n_clusters", "")), _fmt(r.clusters.get("silhouette"), "{:.3f}"),
-         _fmt(r.clusters.get("purity"), "{:.3f}"), _fmt(r.clusters.get("build_s"), "{:.1f}")]
-        for r in results if not r.error
+        [
+            r.model,
+            str(r.clusters.get("n_clusters", "")),
+            _fmt(r.clusters.get("silhouette"), "{:.3f}"),
+            _fmt(r.clusters.get("purity"), "{:.3f}"),
+            _fmt(r.clusters.get("build_s"), "{:.1f}"),
+        ]
+        for r in results
+        if not r.error
     ]
     return header, body
 
@@ -98,7 +104,8 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 def plot_ndcg(results: list[ModelRun], path: Path) -> None:
     models = [r.model for r in results if r.runs]
     modes = list(dict.fromkeys(run["mode"] for r in results for run in r.runs))
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(models)), 4.2))
+    fig = Figure(figsize=(max(6, 2.2 * len(models)), 4.2))
+    ax = fig.subplots()
     width = 0.8 / max(len(modes), 1)
     for offset, mode in enumerate(modes):
         values = [next((run["metrics"]["ndcg@10"] for run in r.runs if run["mode"] == mode), 0.0) for r in results if r.runs]
@@ -111,7 +118,6 @@ def plot_ndcg(results: list[ModelRun], path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_clusters(result: ModelRun, path: Path) -> None:
@@ -120,15 +126,17 @@ def plot_clusters(result: ModelRun, path: Path) -> None:
     points = pca.transform(sample["vectors"])
     query = pca.transform(sample["query"][None, :])[0]
     probed = np.isin(sample["clusters"], sample["probed"])
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
     ax.scatter(*points[~probed].T, s=6, c="lightgray", label="other clusters")
-    ax.scatter(*points[probed].T, s=10, c=sample["clusters"][probed], cmap="tab20", label=f"probed clusters ({len(sample['probed'])})")
+    ax.scatter(
+        *points[probed].T, s=10, c=sample["clusters"][probed], cmap="tab20", label=f"probed clusters ({len(sample['probed'])})"
+    )
     ax.scatter(*query, marker="*", s=300, c="red", edgecolors="black", label="query")
     ax.set_title(f"{result.model}: PCA of documents, query {sample['query_text'][:45]!r}", fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_report(dataset: str, n_queries: int, results: list[ModelRun], out: Path, command: str) -> dict[str, Path]:

@@ -14,7 +14,7 @@ import numpy as np
 from llama_index.core.schema import Document, QueryBundle
 from tqdm.auto import tqdm
 
-from cluster_retriever.datasets import BeirDataset, load_beir, load_bbc_news
+from cluster_retriever.datasets import BeirDataset, load_bbc_news, load_beir
 from cluster_retriever.embeddings import embed_query, resolve_embed_model
 from cluster_retriever.evaluation.embedding_cache import CachedEmbedding
 from cluster_retriever.evaluation.metrics import cluster_quality, ir_metrics, ragas_id_metrics, ragas_llm_metrics
@@ -108,7 +108,9 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
     return result
 
 
-def _run_mode(index: ClusterIndex, mode: str, queries: dict[str, str], vectors: dict[str, np.ndarray], data: BeirDataset, config: EvalConfig) -> dict[str, Any]:
+def _run_mode(
+    index: ClusterIndex, mode: str, queries: dict[str, str], vectors: dict[str, np.ndarray], data: BeirDataset, config: EvalConfig
+) -> dict[str, Any]:
     rerank = mode == RERANK_MODE
     retriever = ClusterRetriever(index, similarity_top_k=DEPTH, mode="routed" if rerank else mode)  # type: ignore[arg-type]
     reranker = None
@@ -158,7 +160,9 @@ def _llm_metrics(queries, contexts, data: BeirDataset, config: EvalConfig, index
         prompt = f"Answer the question from the context only.\n\nContext:\n{context}\n\nQuestion: {queries[qid]}\nAnswer:"
         answer = llm.chat([ChatMessage(role="user", content=prompt)]).message.content or ""
         reference = " ".join(texts[d] for d in data.qrels[qid])[:2000]
-        samples.append({"user_input": queries[qid], "response": answer, "retrieved_contexts": contexts[qid], "reference": reference})
+        samples.append(
+            {"user_input": queries[qid], "response": answer, "retrieved_contexts": contexts[qid], "reference": reference}
+        )
     return ragas_llm_metrics(samples, llm, index.embed_model)
 
 

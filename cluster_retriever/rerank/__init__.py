@@ -1,1 +1,5 @@
-"""Pairwise LLM reranking: the judge, the sorting algorithms, the LlamaIndex postprocessor."""
+"""Pairwise LLM reranking (needs the ``rerank`` extra: litellm)."""
+
+from cluster_retriever._optional import require
+
+require("litellm", "rerank")

@@ -6,26 +6,26 @@ answers the query. ``sorting`` and ``pairwise`` decide what to ask and in which 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import html
 import logging
-import os
 import re
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-# litellm fetches its model cost map from the network on import unless told otherwise.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-import litellm  # noqa: E402
-from llama_index.core.prompts import PromptTemplate  # noqa: E402
+import litellm
+from llama_index.core.prompts import PromptTemplate
+
+from cluster_retriever.errors import JudgeUnreachable
 
 logger = logging.getLogger(__name__)
-litellm.suppress_debug_info = True  # no "Give Feedback" banner on every failed call
 
 Verdict = Literal["A", "B"]
 PROMPT_VERSION = "prp-1"
+MAX_ANSWER_CHARS = 2000  # a verdict is one letter; a longer answer is a misbehaving server
 
 DEFAULT_PROMPT = PromptTemplate(
     "You compare two search results for a query.\n"
@@ -39,10 +39,6 @@ DEFAULT_PROMPT = PromptTemplate(
 _LEADING = re.compile(r"^\W*(?:passage\s*)?(?:\(|\[)?([ab])(?:\)|\]|\b)", re.IGNORECASE)
 _NAMED = re.compile(r"\bpassage[\s_]*([ab])\b", re.IGNORECASE)
 _LETTER = re.compile(r"\b([AB])\b")
-
-
-class JudgeUnreachable(Exception):
-    """The LLM cannot be reached at all (connection refused, unknown host)."""
 
 
 class Judge(Protocol):
@@ -103,22 +99,25 @@ class LiteLLMJudge:
 
     def render(self, query: str, passage_a: str, passage_b: str) -> str:
         cut = self.max_passage_chars
-        return self.prompt.format(query=escape(query), passage_a=escape(passage_a[:cut]), passage_b=escape(passage_b[:cut]))
+        return self.prompt.format(query=escape(query[:cut]), passage_a=escape(passage_a[:cut]), passage_b=escape(passage_b[:cut]))
 
     async def __call__(self, query: str, passage_a: str, passage_b: str) -> Verdict | None:
         kwargs: dict[str, Any] = {"temperature": 0, "max_tokens": 3, **self.completion_kwargs}
         if self.use_logprobs:
             kwargs.update(logprobs=True, top_logprobs=5)
+        call = litellm.acompletion(
+            model=self.model,
+            messages=[{"role": "user", "content": self.render(query, passage_a, passage_b)}],
+            api_base=self.api_base,
+            timeout=self.timeout,
+            num_retries=0,
+            **kwargs,
+        )
         try:
-            response = await litellm.acompletion(
-                model=self.model,
-                messages=[{"role": "user", "content": self.render(query, passage_a, passage_b)}],
-                api_base=self.api_base,
-                timeout=self.timeout,
-                num_retries=0,
-                **kwargs,
-            )
-        except litellm.Timeout:
+            # litellm's timeout applies per socket read: a server that dribbles bytes never
+            # trips it. This bounds the whole call, connect to last byte.
+            response = await asyncio.wait_for(call, self.timeout)
+        except (litellm.Timeout, asyncio.TimeoutError):
             logger.debug("judge timed out after %ss", self.timeout)
             return None
         except litellm.APIConnectionError as exc:
@@ -129,14 +128,29 @@ class LiteLLMJudge:
             logger.debug("judge call failed: %s", exc)
             return None
         choice = response.choices[0]
+        content = choice.message.content or ""
+        if len(content) > MAX_ANSWER_CHARS:
+            logger.debug("judge answer of %d characters refused", len(content))
+            return None
         if self.use_logprobs and (verdict := _verdict_from_logprobs(choice)):
             return verdict
-        return parse_verdict(choice.message.content)
+        return parse_verdict(content)
 
 
 def _is_refused(exc: Exception) -> bool:
     text = str(exc).lower()
-    return any(s in text for s in ("connection refused", "connect call failed", "name or service not known", "nodename nor servname", "cannot connect", "connecterror", "all connection attempts failed"))
+    return any(
+        s in text
+        for s in (
+            "connection refused",
+            "connect call failed",
+            "name or service not known",
+            "nodename nor servname",
+            "cannot connect",
+            "connecterror",
+            "all connection attempts failed",
+        )
+    )
 
 
 def _verdict_from_logprobs(choice: Any) -> Verdict | None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,8 @@ from llama_index.core.prompts import PromptTemplate
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixin
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, JudgeUnreachable, LiteLLMJudge, Verdict, VerdictCache
+from cluster_retriever.errors import JudgeUnreachable
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, LiteLLMJudge, Verdict, VerdictCache
 from cluster_retriever.rerank.sorting import ALGORITHMS, METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RerankStats:
-    """What one rerank spent."""
+    """What one rerank spent. ``fell_back``: the LLM was unreachable or kept failing, so
+    the order is (partly) the first stage's; verdicts obtained before that are kept."""
 
     candidates: int = 0
     comparisons: int = 0
@@ -33,8 +37,21 @@ class RerankStats:
     cache_hits: int = 0
     failures: int = 0
     skipped_over_budget: int = 0
+    skipped_past_deadline: int = 0
     wall_s: float = 0.0
     fell_back: bool = False
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """The reranked nodes of one call and what that call spent."""
+
+    nodes: list[NodeWithScore]
+    stats: RerankStats
+
+
+FAILURES_BEFORE_GIVING_UP = 6
+"""Consecutive failed calls, with no success between them, after which a rerank stops asking."""
 
 
 class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
@@ -60,8 +77,15 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
     method: Method = Field(default="tournament", description=f"One of {METHODS}.")
     both_orders: bool = Field(default=True, description="Ask (A,B) and (B,A); an inconsistent pair is a tie.")
     max_concurrency: int = Field(default=8, ge=1, description="LLM calls in flight at once.")
-    timeout: float = Field(default=30.0, gt=0, description="Seconds per LLM call before it counts as failed.")
-    max_calls: int | None = Field(default=None, ge=1, description="LLM call budget per query; past it, first-stage order decides.")
+    timeout: float = Field(
+        default=30.0, gt=0, description="Seconds per LLM call, connect to last byte, before it counts as failed."
+    )
+    max_wall_s: float | None = Field(
+        default=None, gt=0, description="Deadline for one whole rerank; None: 2 * timeout. Past it, first-stage order decides."
+    )
+    max_calls: int | None = Field(
+        default=None, ge=1, description="LLM call budget per query; past it, first-stage order decides."
+    )
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
     use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
     cache_path: str | None = Field(default=None, description="SQLite file that keeps verdicts across queries and runs.")
@@ -69,12 +93,15 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
     _judge: Judge = PrivateAttr()
     _cache: VerdictCache = PrivateAttr()
-    _last_stats: RerankStats | None = PrivateAttr(default=None)
+    _last_stats: ContextVar[RerankStats | None] = PrivateAttr()
+    _latest: RerankStats | None = PrivateAttr(default=None)
 
     def __init__(self, judge: Judge | None = None, **data: Any) -> None:
         super().__init__(**data)
         self._judge = judge or self._litellm_judge(DEFAULT_PROMPT)
         self._cache = VerdictCache(self.cache_path)
+        # Per thread and per asyncio task: concurrent callers never read each other's stats.
+        self._last_stats = ContextVar(f"rerank_stats_{id(self)}", default=None)
 
     def _litellm_judge(self, prompt: PromptTemplate) -> LiteLLMJudge:
         return LiteLLMJudge(
@@ -93,7 +120,28 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
     @property
     def last_stats(self) -> RerankStats | None:
-        return self._last_stats
+        """The stats of the last rerank of this thread or asyncio task, else of the last rerank
+        anywhere (single-caller convenience: ``rerank`` returns each call's own)."""
+        return self._last_stats.get() or self._latest
+
+    @property
+    def deadline_s(self) -> float:
+        return self.max_wall_s if self.max_wall_s is not None else 2 * self.timeout
+
+    def rerank(self, nodes: list[NodeWithScore], query: str | QueryBundle) -> RerankResult:
+        """Rerank ``nodes`` for ``query``; returns the nodes and this call's stats."""
+        result = _run_sync(self._rerank(nodes, _bundle(query)))
+        self._remember(result.stats)
+        return result
+
+    async def arerank(self, nodes: list[NodeWithScore], query: str | QueryBundle) -> RerankResult:
+        result = await self._rerank(nodes, _bundle(query))
+        self._remember(result.stats)
+        return result
+
+    def _remember(self, stats: RerankStats) -> None:
+        self._last_stats.set(stats)
+        self._latest = stats
 
     def _get_prompts(self) -> PromptDictType:
         return {"pairwise_prompt": getattr(self._judge, "prompt", DEFAULT_PROMPT)}
@@ -103,28 +151,18 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             self._judge = self._litellm_judge(prompts["pairwise_prompt"])
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
-        coroutine = self._rerank(nodes, query_bundle)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coroutine)
-        # Called synchronously from inside a running loop: run concurrently on a private loop.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, coroutine).result()
+        return self.rerank(nodes, _bundle(query_bundle)).nodes
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        return await self._rerank(nodes, query_bundle)
+        return (await self.arerank(nodes, _bundle(query_bundle))).nodes
 
-    async def _rerank(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> list[NodeWithScore]:
-        if query_bundle is None or not query_bundle.query_str.strip():
-            raise ValueError("PairwiseLLMReranker needs the query: pass query_bundle (or query_str) with some text.")
+    async def _rerank(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> RerankResult:
         started = time.perf_counter()
         stats = RerankStats(candidates=len(nodes))
-        self._last_stats = stats
         passages = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
-        compare = _Comparisons(self, query_bundle.query_str, passages, stats)
+        compare = _Comparisons(self, query_bundle.query_str, passages, stats, started + self.deadline_s)
         try:
             order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n)
         except JudgeUnreachable as exc:
@@ -132,28 +170,53 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             stats.fell_back = True
             order = list(range(len(nodes)))
             await compare.drain()
+        if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline):
+            reason = (
+                f"failed {FAILURES_BEFORE_GIVING_UP} calls in a row"
+                if compare.gave_up
+                else f"reached its {self.deadline_s:.1f}s deadline"
+            )
+            logger.warning(
+                "Reranker LLM %s %s; stopped asking and kept %d verdicts, the rest of the order is the first stage's.",
+                self.model,
+                reason,
+                stats.llm_calls - stats.failures,
+            )
+            stats.fell_back = True
         if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate
             raise AssertionError(f"{self.method} returned a non-permutation: {order}")
         stats.wall_s = time.perf_counter() - started
         logger.info(
             "pairwise rerank (%s): %d candidates, %d comparisons, %d LLM calls, %d cache hits, %d failures, %.2fs",
-            self.method, stats.candidates, stats.comparisons, stats.llm_calls, stats.cache_hits, stats.failures, stats.wall_s,
+            self.method,
+            stats.candidates,
+            stats.comparisons,
+            stats.llm_calls,
+            stats.cache_hits,
+            stats.failures,
+            stats.wall_s,
         )
         n = len(nodes)
-        return [NodeWithScore(node=nodes[i].node, score=(n - rank) / n) for rank, i in enumerate(order[: self.top_n])]
+        ranked = [NodeWithScore(node=nodes[i].node, score=(n - rank) / n) for rank, i in enumerate(order[: self.top_n])]
+        return RerankResult(ranked, stats)
 
 
 class _Comparisons:
     """``compare(i, j)`` for one query: asks the judge (both orders), caches, budgets, falls back."""
 
-    def __init__(self, reranker: PairwiseLLMReranker, query: str, passages: list[str], stats: RerankStats) -> None:
+    def __init__(
+        self, reranker: PairwiseLLMReranker, query: str, passages: list[str], stats: RerankStats, deadline: float
+    ) -> None:
         self.reranker = reranker
         self.query = query
         self.passages = passages
         self.stats = stats
+        self.deadline = deadline
         self.semaphore = asyncio.Semaphore(reranker.max_concurrency)
-        self.pending: dict[tuple[int, int], asyncio.Task[float]] = {}
+        self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
         self.unreachable = False
+        self.failures_in_a_row = 0
+        self.gave_up = False
 
     async def drain(self) -> None:
         """Let comparisons still in flight finish (they return at once once unreachable)."""
@@ -183,24 +246,53 @@ class _Comparisons:
         if (cached := cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return cached
-        if self.unreachable:
+        if self.unreachable or self.gave_up:
             return None
-        budget = self.reranker.max_calls
-        if budget is not None and self.stats.llm_calls >= budget:
-            self.stats.skipped_over_budget += 1
-            return None
-        self.stats.llm_calls += 1  # counted before waiting, so queued calls respect the budget
         async with self.semaphore:
+            # Checked after the wait, with no await before the count: queued calls respect both.
+            remaining = self.deadline - time.perf_counter()
+            budget = self.reranker.max_calls
+            if self.unreachable or self.gave_up:
+                return None
+            if remaining <= 0:
+                self.stats.skipped_past_deadline += 1
+                return None
+            if budget is not None and self.stats.llm_calls >= budget:
+                self.stats.skipped_over_budget += 1
+                return None
+            self.stats.llm_calls += 1
             try:
-                verdict = await judge(self.query, self.passages[a], self.passages[b])
+                verdict = await asyncio.wait_for(judge(self.query, self.passages[a], self.passages[b]), remaining)
+            except asyncio.TimeoutError:
+                verdict = None
             except JudgeUnreachable:
                 self.unreachable = True
                 raise
         if verdict is None:
             self.stats.failures += 1
+            self.failures_in_a_row += 1
+            self.gave_up = self.gave_up or self.failures_in_a_row >= FAILURES_BEFORE_GIVING_UP
         else:
+            self.failures_in_a_row = 0
             cache.put(key, verdict)
         return verdict
+
+
+def _bundle(query: str | QueryBundle | None) -> QueryBundle:
+    bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
+    if bundle is None or not bundle.query_str or not bundle.query_str.strip():
+        raise ValueError("PairwiseLLMReranker needs the query: pass query_bundle (or query_str) with some text.")
+    return bundle
+
+
+def _run_sync(coroutine: Coroutine[Any, Any, RerankResult]) -> RerankResult:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    # Called synchronously from inside a running loop: run concurrently on a private loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _first_stage(i: int, j: int) -> float:

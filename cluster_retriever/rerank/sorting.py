@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Awaitable, Callable, Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal
 
 Compare = Callable[[int, int], Awaitable[float]]
 Method = Literal["tournament", "allpair", "heapsort", "sliding"]
@@ -30,7 +31,7 @@ async def _round_robin(items: list[int], compare: Compare) -> dict[int, float]:
     """Every pair once, concurrently; score = wins (a tie counts half)."""
     score = {i: 0.0 for i in items}
     pairs = list(itertools.combinations(items, 2))
-    for (i, j), outcome in zip(pairs, await asyncio.gather(*(compare(i, j) for i, j in pairs))):
+    for (i, j), outcome in zip(pairs, await asyncio.gather(*(compare(i, j) for i, j in pairs)), strict=False):
         score[i] += outcome
         score[j] += 1.0 - outcome
     return score
@@ -96,7 +97,7 @@ async def tournament(n: int, compare: Compare, top_n: int | None = None, rounds:
     played: set[tuple[int, int]] = set()
     for _ in range(rounds):
         pairs = _swiss_pairs(_by_score(list(range(n)), swiss), played)
-        for (i, j), outcome in zip(pairs, await asyncio.gather(*(compare(i, j) for i, j in pairs))):
+        for (i, j), outcome in zip(pairs, await asyncio.gather(*(compare(i, j) for i, j in pairs)), strict=False):
             swiss[i] += outcome
             swiss[j] += 1.0 - outcome
             opponents[i].append(j)
