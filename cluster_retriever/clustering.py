@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,8 +32,9 @@ def resolve_n_clusters(n_clusters: NClusters, n_docs: int) -> int:
         raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
     if n_clusters == "auto":
         return choose_n_clusters(n_docs)
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1:
         raise ValueError(f"n_clusters must be a positive int or 'auto', not {n_clusters!r}.")
+    n_clusters = int(n_clusters)
     if n_clusters > n_docs:
         raise ValueError(
             f"n_clusters={n_clusters} is larger than the number of documents ({n_docs}). "

@@ -119,10 +119,12 @@ class ClusterIndex:
         lists: InvertedLists,
         embed_model: BaseEmbedding,
         max_staleness_s: float | None = 1.0,
+        lock_timeout_s: float = 10.0,
     ) -> None:
         self.store = store
         self.embed_model = embed_model
         self.max_staleness_s = max_staleness_s
+        self.lock_timeout_s = lock_timeout_s
         location, folder = store.location()
         self._lock = WriterLock.for_index(location, store.name, folder)
         self._state = _State(manifest, lists, None)
@@ -166,19 +168,23 @@ class ClusterIndex:
 
         def batches() -> Iterator[Batch]:
             seen: set[str] = set()
+            any_text = False
             progress = tqdm(total=total, unit="doc", desc="embedding", disable=not show_progress)
             for chunk in _chunks(source, batch_size):
                 ids = [node.node_id for node in chunk]
                 _check_new_ids(ids, seen)
                 seen.update(ids)
                 texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in chunk]
+                any_text = any_text or any(text.strip() for text in texts)
                 vectors = embed_texts(embedder, [node.get_content(metadata_mode=MetadataMode.EMBED) for node in chunk])
                 yield ids, vectors, texts, [_node_metadata(node) for node in chunk]
                 progress.update(len(chunk))
             progress.close()
+            if seen and not any_text:
+                raise EmptyCorpusError(f"All {len(seen)} documents are empty: give at least one document with text.")
 
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
-        with index._lock.hold():
+        with index._lock.hold(index.lock_timeout_s):
             index._rebuild(batches(), n_clusters, random_state, show_progress, expected=store.read_manifest())
         return index
 
@@ -219,7 +225,7 @@ class ClusterIndex:
         store = ChromaStore(client or make_client(path, host, port), name)
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
         batches = _page_batches(pages(source, ["embeddings", "documents", "metadatas"]))
-        with index._lock.hold():
+        with index._lock.hold(index.lock_timeout_s):
             index._rebuild(batches, n_clusters, random_state, show_progress, expected=store.read_manifest())
         return index
 
@@ -235,6 +241,7 @@ class ClusterIndex:
         embed_model: str | BaseEmbedding | None = None,
         cache_records: bool = False,
         max_staleness_s: float | None = 1.0,
+        lock_timeout_s: float = 10.0,
     ) -> ClusterIndex:
         """Open a stored index, checking it on the way (manifest, collections, centroids,
         cluster ids). Nothing is ever created on a path that holds no index.
@@ -242,15 +249,19 @@ class ClusterIndex:
         Without ``embed_model`` the model named in the manifest is loaded; a model whose id or
         dimension differs from the manifest is refused. ``cache_records=True`` calls
         ``cache_records()``. A query looks for writes by other processes or clients at most
-        every ``max_staleness_s`` seconds (``None``: only on ``refresh()``).
+        every ``max_staleness_s`` seconds (``None``: only on ``refresh()``). A write waits up to
+        ``lock_timeout_s`` for another process's lock on an embedded store (see ``locking``:
+        many reader processes, or one writer process).
         """
         if client is None and host is None:
             require_store_path(path)
         store = ChromaStore(client or make_client(path, host, port), name)
+        location, folder = store.location()
+        WriterLock.for_index(location, name, folder).open_for_reading(lock_timeout_s)
         manifest = store.require_manifest()
         embedder = resolve_embed_model(manifest.embed_model if embed_model is None else embed_model)
         _check_embedder(embedder, manifest)
-        index = cls(store, manifest, _load_lists(store, manifest), embedder, max_staleness_s)
+        index = cls(store, manifest, _load_lists(store, manifest), embedder, max_staleness_s, lock_timeout_s)
         return index.cache_records() if cache_records else index
 
     # -- state ----------------------------------------------------------------------------
@@ -351,7 +362,7 @@ class ClusterIndex:
     def _write(self, operation: str, apply: Any) -> Any:
         """Run ``apply(state)`` under the writer lock on the newest state, retrying when another
         client committed first or re-clustered under it."""
-        with self._lock.hold():
+        with self._lock.hold(self.lock_timeout_s):
             for _ in range(WRITE_RETRIES):
                 self.refresh()  # a stale handle must never write on an old state
                 try:
@@ -464,7 +475,7 @@ class ClusterIndex:
     def repair(self) -> dict[str, Any]:
         """Remove generations left by killed builds and move nodes with a missing or
         out-of-range cluster id to their nearest cluster; returns what was done."""
-        with self._lock.hold():
+        with self._lock.hold(self.lock_timeout_s):
             self.refresh()
             state = self._state
             orphans = sorted(self.store.generations() - {state.manifest.generation})
