@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal, cast
 
-try:
-    import typer
-    from rich.console import Console
-    from rich.table import Table
-except ImportError as exc:  # the core install has no command-line tools
-    raise ImportError("The cluster-retriever command needs typer and rich: pip install 'cluster-retriever[cli]'") from exc
+import typer
+from rich.console import Console
+from rich.table import Table
 
 from cluster_retriever.errors import ClusterRetrieverError
 from cluster_retriever.index import DEFAULT_NAME, ClusterIndex
+from cluster_retriever.index import repair as repair_index
 from cluster_retriever.retriever import ClusterRetriever
-from cluster_retriever.routing import MODES
+from cluster_retriever.routing import MODES, Mode
 from cluster_retriever.tuning import tune_n_probe
 
 app = typer.Typer(help="Cluster-routed retrieval on Chroma.", no_args_is_help=True, add_completion=False)
@@ -53,7 +52,7 @@ def build(
 ) -> None:
     """Embed, cluster and store every document under SOURCE."""
     try:
-        k = n_clusters if n_clusters == "auto" else int(n_clusters)
+        k: int | Literal["auto"] = "auto" if n_clusters == "auto" else int(n_clusters)
         index = ClusterIndex.build(
             source, path=index_path, host=host, port=port, name=name, embed_model=model, n_clusters=k, random_state=random_state
         )
@@ -76,16 +75,18 @@ def query(
     """Retrieve the best documents for TEXT."""
     index = _open(name, index_path, host, port)
     try:
-        retriever = ClusterRetriever(index, similarity_top_k=top_k, mode=mode, n_probe=n_probe)  # type: ignore[arg-type]
-        hits = retriever.retrieve(text)
+        if mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}.")
+        retriever = ClusterRetriever(index, similarity_top_k=top_k, mode=cast(Mode, mode), n_probe=n_probe)
+        result = retriever.search(text)
     except (ClusterRetrieverError, OSError, ValueError) as exc:
         _fail(exc)
+    hits, stats = result.hits, result.stats
     table = Table("rank", "score", "cluster", "id", "text")
     for rank, hit in enumerate(hits, 1):
         snippet = " ".join(hit.node.get_content().split())[:90]
         table.add_row(str(rank), f"{hit.score:.3f}", str(hit.node.metadata["cluster_id"]), hit.node.node_id, snippet)
     console.print(table)
-    stats = retriever.last_stats
     console.print(
         f"probed {stats.clusters_probed} of {index.n_clusters} clusters, scanned {stats.fraction_scanned:.1%} of the corpus"
     )
@@ -110,6 +111,22 @@ def info(
     for cluster, (size, words) in enumerate(zip(index.cluster_sizes, index.top_terms(terms), strict=False)):
         table.add_row(str(cluster), str(size), ", ".join(words))
     console.print(table)
+
+
+@app.command()
+def repair(
+    index_path: Path = IndexPath,
+    host: str | None = Host,
+    port: int = Port,
+    name: str = Name,
+) -> None:
+    """Remove generations left by killed builds and say what was done."""
+    try:
+        report = repair_index(name, path=index_path, host=host, port=port)
+    except ClusterRetrieverError as exc:
+        _fail(exc)
+    dropped = report["orphan_generations_dropped"]
+    console.print(f"{name!r}: generation {report['generation']} is live; dropped {len(dropped)} orphan generation(s) {dropped}")
 
 
 @app.command()

@@ -88,7 +88,7 @@ def cluster_top_terms(texts: list[str], labels: np.ndarray, n_clusters: int, n_t
     except ValueError:  # only stop words
         return [[] for _ in range(n_clusters)]
     vocabulary = vectorizer.get_feature_names_out()
-    terms = []
+    terms: list[list[str]] = []
     for cluster in range(n_clusters):
         rows = np.flatnonzero(labels == cluster)
         if len(rows) == 0:

@@ -45,7 +45,8 @@ class Model2VecEmbedding(_LocalEmbedding):
         self._model = StaticModel.from_pretrained(str(path))
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._model.encode(texts).tolist()
+        vectors: list[list[float]] = self._model.encode(texts).tolist()
+        return vectors
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._get_text_embedding(query)
@@ -101,6 +102,7 @@ def resolve_embed_model(model: str | BaseEmbedding | None = None, batch_size: in
         # The package path differs from machine to machine; the manifest needs a stable id.
         embedder.model_name = DEFAULT_MODEL_ID
         return embedder
+    assert model is not None  # None is a default alias, handled above
     try:
         return HuggingFaceEmbedding(model_name=model, normalize=True, embed_batch_size=batch_size)
     except OSError as exc:
@@ -119,7 +121,8 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (all-zero rows stay zero), as float32: a dot product is then the cosine."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return (vectors / norms).astype(np.float32, copy=False)
+    result: np.ndarray = (vectors / norms).astype(np.float32, copy=False)
+    return result
 
 
 def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
@@ -135,4 +138,5 @@ def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress:
 
 
 def embed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
-    return unit_rows(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
+    vector: np.ndarray = unit_rows(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
+    return vector

@@ -345,7 +345,7 @@ class ClusterIndex:
                 "generation": generation,
                 "random_state": random_state,
             }
-            manifest = expected.bumped(**fields) if expected is not None else Manifest(version=1, **fields)
+            manifest = expected.bumped(**fields) if expected is not None else Manifest.model_validate({"version": 1, **fields})
             store.commit_manifest(manifest)
         except BaseException:
             store.drop_generation(generation)
@@ -473,15 +473,8 @@ class ClusterIndex:
         return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.generation)}
 
     def repair(self) -> dict[str, Any]:
-        """Remove generations left by killed builds and move nodes with a missing or
-        out-of-range cluster id to their nearest cluster; returns what was done."""
-        with self._lock.hold(self.lock_timeout_s):
-            self.refresh()
-            state = self._state
-            orphans = sorted(self.store.generations() - {state.manifest.generation})
-            for orphan in orphans:
-                self.store.drop_generation(orphan)
-            return {"orphan_generations_dropped": orphans, "nodes_reassigned": 0}
+        """Remove generations left by killed builds; returns what was done (see ``repair``)."""
+        return repair(self.store.name, client=self.store.client, lock_timeout_s=self.lock_timeout_s)
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -584,6 +577,32 @@ class ClusterIndex:
             raise InvalidQueryError(
                 "The query embedding has NaN, infinite or only zero values: check the embedding model's output."
             )
+
+
+def repair(
+    name: str = DEFAULT_NAME,
+    *,
+    path: str | Path | None = None,
+    host: str | None = None,
+    port: int = 8000,
+    client: ClientAPI | None = None,
+    lock_timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Drop the generations that killed builds or re-clusters left behind (no embedding model
+    needed), holding the writer lock; returns the live generation and what was dropped.
+    Damage that cannot be repaired (a missing or broken manifest or live collection) raises
+    ``IndexCorruptedError``, which says to rebuild."""
+    if client is None and host is None:
+        require_store_path(path)
+    store = ChromaStore(client or make_client(path, host, port), name)
+    location, folder = store.location()
+    with WriterLock.for_index(location, name, folder).hold(lock_timeout_s):
+        manifest = store.require_manifest()
+        store.check_generation(manifest.generation)
+        orphans = sorted(store.generations() - {manifest.generation})
+        for orphan in orphans:
+            store.drop_generation(orphan)
+    return {"generation": manifest.generation, "orphan_generations_dropped": orphans}
 
 
 def _placeholder_manifest() -> Manifest:

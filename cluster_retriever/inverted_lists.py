@@ -24,13 +24,13 @@ class InvertedLists:
     """Immutable: ``added`` and ``removed`` return new lists, so a query in flight on another
     thread always sees one consistent version."""
 
-    def __init__(self, centroids: np.ndarray, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, centroids: np.ndarray, ids: Sequence[str] | np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        ids = np.asarray(list(ids), dtype=object)
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        id_array = np.asarray(list(ids), dtype=object)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(id_array), self.dim)
         labels = np.asarray(labels, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
-        self.ids = ids[order]
+        self.ids: np.ndarray = id_array[order]
         self.vectors = np.ascontiguousarray(vectors[order])
         self.labels = labels[order]
         self.sizes = np.bincount(self.labels, minlength=self.n_clusters)
@@ -47,7 +47,7 @@ class InvertedLists:
 
     @property
     def dim(self) -> int:
-        return self.centroids.shape[1]
+        return int(self.centroids.shape[1])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,7 +58,7 @@ class InvertedLists:
     def cluster_of(self, doc_id: str) -> int:
         return int(self.labels[self._position[doc_id]])
 
-    def scan(self, query: np.ndarray, clusters: Sequence[int] | None, top_k: int) -> ScanResult:
+    def scan(self, query: np.ndarray, clusters: Sequence[int] | np.ndarray | None, top_k: int) -> ScanResult:
         """Exact top-k over the given clusters (all of them when ``clusters`` is None)."""
         if clusters is None:
             starts, ends = np.array([0]), np.array([len(self.ids)])
@@ -79,7 +79,7 @@ class InvertedLists:
         rows = starts[block] + best - filled[block]
         return ScanResult(list(self.ids[rows]), scores[best], len(scores))
 
-    def _ranges(self, clusters: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def _ranges(self, clusters: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
         chosen = np.unique(np.asarray(clusters, dtype=np.int64))
         chosen = chosen[self.sizes[chosen] > 0]

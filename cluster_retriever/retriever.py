@@ -61,7 +61,7 @@ class ClusterRetriever(BaseRetriever):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}.")
         self.index = index
-        self.similarity_top_k = check_positive_int("similarity_top_k", similarity_top_k)
+        self.similarity_top_k: int = check_positive_int("similarity_top_k", similarity_top_k) or 1
         self.mode = mode
         self.n_probe = check_positive_int("n_probe", n_probe, allow_none=True)
         self.boundary_margin = float(boundary_margin)
@@ -102,7 +102,8 @@ class ClusterRetriever(BaseRetriever):
     def _query_vector(self, query_bundle: QueryBundle) -> np.ndarray:
         if query_bundle.embedding is None:
             return embed_query(self.index.embed_model, _query_text(query_bundle))
-        return unit_rows(np.asarray([query_bundle.embedding], dtype=np.float32))[0]
+        vector: np.ndarray = unit_rows(np.asarray([query_bundle.embedding], dtype=np.float32))[0]
+        return vector
 
 
 def _query_text(query_bundle: QueryBundle) -> str:

@@ -27,7 +27,7 @@ share (and the latency) when KMeans leaves clusters of very different sizes."""
 
 def budget_in_clusters(n_clusters: int) -> float:
     """The adaptive default's budget, in clusters of mean size."""
-    return PROBE_FACTOR * n_clusters ** (1 / 3)
+    return float(PROBE_FACTOR * n_clusters ** (1 / 3))
 
 
 def default_scan_budget(sizes: np.ndarray) -> float:

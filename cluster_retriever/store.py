@@ -21,6 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,8 @@ class ChromaStore:
     def read_manifest(self) -> Manifest | None:
         """The newest committed manifest, or None when there is no index of this name."""
         try:
-            collection = self.client.get_collection(self._manifest_name, embedding_function=None)
-            found = collection.get(include=["metadatas"])
+            collection: Any = self.client.get_collection(self._manifest_name, embedding_function=None)
+            found: Any = collection.get(include=["metadatas"])
         except Exception as exc:
             if _is_missing_collection(exc):
                 return None
@@ -181,7 +182,7 @@ class ChromaStore:
     def commit_manifest(self, manifest: Manifest) -> None:
         """Insert ``manifest`` as version ``manifest.version``; raise ``ConcurrentWriteError`` if
         another writer committed that version first."""
-        collection = self.client.get_or_create_collection(self._manifest_name, embedding_function=None)
+        collection: Any = self.client.get_or_create_collection(self._manifest_name, embedding_function=None)
         token = uuid.uuid4().hex
         record_id = _version_id(manifest.version)
         collection.add(ids=[record_id], embeddings=[[0.0]], metadatas=[{**manifest.model_dump(), "writer": token}])
@@ -245,15 +246,16 @@ class ChromaStore:
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
-            self._call(
-                name,
-                lambda c, start=start, end=end: c.upsert(
+
+            def upsert(collection: Any, start: int = start, end: int = end) -> None:
+                collection.upsert(
                     ids=list(ids[start:end]),
                     embeddings=vectors[start:end],
                     documents=list(documents[start:end]),
                     metadatas=list(metadatas[start:end]),
-                ),
-            )
+                )
+
+            self._call(name, upsert)
         release_freed_heap()
 
     def set_cluster_ids(self, generation: int, ids: Sequence[str], labels: np.ndarray) -> None:
@@ -261,7 +263,11 @@ class ChromaStore:
         for start in range(0, len(ids), step):
             chunk = list(ids[start : start + step])
             metadatas = [{CLUSTER_ID_KEY: int(c)} for c in labels[start : start + step]]
-            self._call(self.nodes_name(generation), lambda c, chunk=chunk, m=metadatas: c.update(ids=chunk, metadatas=m))
+
+            def update(collection: Any, chunk: list[str] = chunk, metadatas: list[dict[str, int]] = metadatas) -> None:
+                collection.update(ids=chunk, metadatas=metadatas)
+
+            self._call(self.nodes_name(generation), update)
 
     def iter_vectors(self, generation: int) -> Iterator[tuple[list[str], np.ndarray, list[int]]]:
         """Pages of (ids, vectors, cluster ids) from the nodes collection."""
@@ -283,7 +289,7 @@ class ChromaStore:
         name = self.nodes_name(generation)
         offset = 0
         while True:
-            page = self._call(name, lambda c, offset=offset: c.get(include=include, limit=_PAGE, offset=offset))
+            page: dict[str, Any] = self._call(name, partial(_get_page, include=include, offset=offset))
             if not page["ids"]:
                 return
             yield page
@@ -312,6 +318,10 @@ class ChromaStore:
             return np.zeros((0, 0), dtype=np.float32)
         order = np.argsort([int(i) for i in found["ids"]])
         return np.asarray(found["embeddings"], dtype=np.float32)[order]
+
+
+def _get_page(collection: Any, include: list[str], offset: int) -> Any:
+    return collection.get(include=include, limit=_PAGE, offset=offset)
 
 
 def _version_id(version: int) -> str:

@@ -72,7 +72,7 @@ def tune_n_probe(
         if curve[-1].recall >= target_recall:
             break
     last = curve[-1]  # the first setting reaching the target, or every cluster
-    reached = last.recall >= target_recall and last.n_probe < lists.n_clusters
+    reached = last.recall >= target_recall and last.n_probe is not None and last.n_probe < lists.n_clusters
     return ProbeTuning(target_recall, top_k, last.n_probe if reached else None, default, curve)
 
 

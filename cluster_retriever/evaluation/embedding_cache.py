@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,9 @@ class CachedEmbedding(BaseEmbedding):
             stored = np.load(self._path)
             self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"].tolist(), strict=False))
 
-    def _lookup(self, kind: str, texts: list[str], compute) -> list[list[float]]:
+    def _lookup(
+        self, kind: str, texts: list[str], compute: Callable[[list[str]], Sequence[Sequence[float]]]
+    ) -> list[list[float]]:
         keys = [_digest(kind, t) for t in texts]
         missing = [t for t, k in zip(texts, keys, strict=False) if k not in self._vectors]
         if missing:

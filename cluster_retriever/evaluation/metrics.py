@@ -33,11 +33,11 @@ def ragas_id_metrics(
     queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]], run: Ranking, top_k: int
 ) -> dict[str, float]:
     """RAGAS's ID-based context precision and recall on the top ``top_k`` (no LLM needed)."""
-    from ragas import EvaluationDataset, SingleTurnSample
+    from ragas import EvaluationDataset, MultiTurnSample, SingleTurnSample
     from ragas import evaluate as ragas_evaluate
     from ragas.metrics import IDBasedContextPrecision, IDBasedContextRecall
 
-    samples = [
+    samples: list[SingleTurnSample | MultiTurnSample] = [
         SingleTurnSample(
             user_input=queries[qid],
             retrieved_context_ids=[d for d, _ in sorted(run.get(qid, {}).items(), key=lambda kv: -kv[1])[:top_k]] or ["-"],
@@ -46,8 +46,8 @@ def ragas_id_metrics(
         for qid in queries
         if qrels.get(qid)
     ]
-    result = ragas_evaluate(
-        EvaluationDataset(samples), metrics=[IDBasedContextPrecision(), IDBasedContextRecall()], show_progress=False
+    result: Any = ragas_evaluate(
+        EvaluationDataset(list(samples)), metrics=[IDBasedContextPrecision(), IDBasedContextRecall()], show_progress=False
     )
     frame = result.to_pandas()
     return {
@@ -67,7 +67,7 @@ def ragas_llm_metrics(samples: list[dict[str, Any]], llm: Any, embed_model: Any,
     from ragas.metrics import Faithfulness, LLMContextPrecisionWithReference, LLMContextRecall, ResponseRelevancy
 
     dataset = EvaluationDataset([SingleTurnSample(**sample) for sample in samples])
-    result = ragas_evaluate(
+    result: Any = ragas_evaluate(
         dataset,
         metrics=[Faithfulness(), ResponseRelevancy(), LLMContextPrecisionWithReference(), LLMContextRecall()],
         llm=LlamaIndexLLMWrapper(llm),
@@ -93,7 +93,7 @@ def cluster_quality(
     if labels is not None:
         majority = 0
         for cluster in set(clusters.tolist()):
-            members = [labels[i] for i in np.flatnonzero(clusters == cluster)]
+            members = [labels[int(i)] for i in np.flatnonzero(clusters == cluster)]
             majority += Counter(members).most_common(1)[0][1]
         quality["purity"] = majority / len(clusters)
     return quality

@@ -128,11 +128,16 @@ def plot_clusters(result: ModelRun, path: Path) -> None:
     probed = np.isin(sample["clusters"], sample["probed"])
     fig = Figure(figsize=(7, 6))
     ax = fig.subplots()
-    ax.scatter(*points[~probed].T, s=6, c="lightgray", label="other clusters")
+    ax.scatter(points[~probed, 0], points[~probed, 1], s=6, c="lightgray", label="other clusters")
     ax.scatter(
-        *points[probed].T, s=10, c=sample["clusters"][probed], cmap="tab20", label=f"probed clusters ({len(sample['probed'])})"
+        points[probed, 0],
+        points[probed, 1],
+        s=10,
+        c=sample["clusters"][probed],
+        cmap="tab20",
+        label=f"probed clusters ({len(sample['probed'])})",
     )
-    ax.scatter(*query, marker="*", s=300, c="red", edgecolors="black", label="query")
+    ax.scatter(query[0], query[1], marker="*", s=300, c="red", edgecolors="black", label="query")
     ax.set_title(f"{result.model}: PCA of documents, query {sample['query_text'][:45]!r}", fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

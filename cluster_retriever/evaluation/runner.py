@@ -93,7 +93,7 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
             vectors = {qid: embed_query(embedder, text) for qid, text in tqdm(queries.items(), desc=f"queries {name}", unit="q")}
             embedder.save()
             labels_by_id = {d.doc_id: d.metadata.get("category") for d in data.corpus}
-            labels = [labels_by_id[i] for i in index.lists.ids] if all(labels_by_id.values()) else None
+            labels = [str(labels_by_id[i]) for i in index.lists.ids] if all(labels_by_id.values()) else None
             result.clusters = {
                 "n_clusters": index.n_clusters,
                 "build_s": build_s,
@@ -123,12 +123,14 @@ def _run_mode(
     for qid, text in tqdm(queries.items(), desc=f"{mode}", unit="q", leave=False):
         bundle = QueryBundle(query_str=text, embedding=vectors[qid].tolist())
         started = time.perf_counter()
-        hits = retriever.retrieve(bundle)
+        found = retriever.search(bundle)
         latencies.append((time.perf_counter() - started) * 1000)
-        scanned.append(retriever.last_stats.fraction_scanned)
+        hits = found.hits
+        scanned.append(found.stats.fraction_scanned)
         if reranker is not None:
-            head = reranker.postprocess_nodes(hits[: config.rerank_depth], query_bundle=bundle)
-            llm_calls.append(reranker.last_stats.llm_calls)
+            reranked = reranker.rerank(hits[: config.rerank_depth], bundle)
+            head = reranked.nodes
+            llm_calls.append(reranked.stats.llm_calls)
             seen = {h.node.node_id for h in head}
             hits = head + [h for h in hits if h.node.node_id not in seen]
         run[qid] = {h.node.node_id: float(len(hits) - rank) for rank, h in enumerate(hits)}
@@ -147,11 +149,14 @@ def _run_mode(
     return {"mode": mode, "metrics": metrics, "cost": cost}
 
 
-def _llm_metrics(queries, contexts, data: BeirDataset, config: EvalConfig, index: ClusterIndex) -> dict[str, float]:
+def _llm_metrics(
+    queries: dict[str, str], contexts: dict[str, list[str]], data: BeirDataset, config: EvalConfig, index: ClusterIndex
+) -> dict[str, float]:
     """Answers from the user's LLM on the routed+reranked context, scored by RAGAS."""
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.litellm import LiteLLM
 
+    assert config.llm is not None
     llm = LiteLLM(model=config.llm, api_base=config.api_base, temperature=0, timeout=120)
     texts = {d.doc_id: d.text for d in data.corpus}
     samples = []
@@ -180,7 +185,7 @@ def _projection_sample(index: ClusterIndex, vectors: dict[str, np.ndarray], quer
         "clusters": lists.labels[rows],
         "query": query,
         "query_text": queries[qid],
-        "probed": [int(c) for c in probed],
+        "probed": [] if probed is None else [int(c) for c in probed],
     }
 
 

@@ -63,11 +63,16 @@ def parse_verdict(answer: str | None) -> Verdict | None:
     if len(named) > 1:  # "passage A or passage B": no decision
         return None
     if named:
-        return named.pop()  # type: ignore[return-value]
+        return _letter(named.pop())
     if match := _LEADING.match(text):
-        return match.group(1).upper()  # type: ignore[return-value]
+        return _letter(match.group(1))
     letters = set(_LETTER.findall(text))
-    return letters.pop() if len(letters) == 1 else None  # type: ignore[return-value]
+    return _letter(letters.pop()) if len(letters) == 1 else None
+
+
+def _letter(text: str) -> Verdict | None:
+    letter = text.upper()
+    return "A" if letter == "A" else "B" if letter == "B" else None
 
 
 class LiteLLMJudge:
@@ -117,10 +122,10 @@ class LiteLLMJudge:
             # litellm's timeout applies per socket read: a server that dribbles bytes never
             # trips it. This bounds the whole call, connect to last byte.
             response = await asyncio.wait_for(call, self.timeout)
-        except (litellm.Timeout, asyncio.TimeoutError):
+        except (litellm.exceptions.Timeout, asyncio.TimeoutError):
             logger.debug("judge timed out after %ss", self.timeout)
             return None
-        except litellm.APIConnectionError as exc:
+        except litellm.exceptions.APIConnectionError as exc:
             if _is_refused(exc):
                 raise JudgeUnreachable(str(exc)) from exc
             return None
@@ -166,7 +171,7 @@ def _verdict_from_logprobs(choice: Any) -> Verdict | None:
             best[letter] = max(best.get(letter, float("-inf")), alternative.logprob)
     if not best:
         return None
-    return max(best, key=best.__getitem__)  # type: ignore[return-value]
+    return _letter(max(best, key=best.__getitem__))
 
 
 class VerdictCache:

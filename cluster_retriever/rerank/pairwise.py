@@ -147,8 +147,13 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         return {"pairwise_prompt": getattr(self._judge, "prompt", DEFAULT_PROMPT)}
 
     def _update_prompts(self, prompts: PromptDictType) -> None:
-        if "pairwise_prompt" in prompts and isinstance(self._judge, LiteLLMJudge):
-            self._judge = self._litellm_judge(prompts["pairwise_prompt"])
+        prompt = prompts.get("pairwise_prompt")
+        if prompt is not None and isinstance(self._judge, LiteLLMJudge):
+            if not isinstance(prompt, PromptTemplate):
+                raise TypeError(
+                    f"pairwise_prompt must be a PromptTemplate with {{query}}, {{passage_a}}, {{passage_b}}; got {type(prompt).__name__}."
+                )
+            self._judge = self._litellm_judge(prompt)
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         return self.rerank(nodes, _bundle(query_bundle)).nodes
