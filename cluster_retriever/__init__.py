@@ -18,6 +18,7 @@ from typing import Any
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.retriever import ClusterRetriever, RetrievalStats
 from cluster_retriever.tuning import ProbeTuning, tune_n_probe
+from cluster_retriever.vector_store import ClusterVectorStore
 
 try:
     __version__ = version("cluster-retriever")
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ClusterIndex",
     "ClusterRetriever",
+    "ClusterVectorStore",
     "PairwiseLLMReranker",
     "ProbeTuning",
     "RerankResult",

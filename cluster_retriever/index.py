@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, TextNode
-from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from tqdm.auto import tqdm
 
 from cluster_retriever.clustering import NClusters, assign, cluster_top_terms, fit_clusters, resolve_n_clusters
 from cluster_retriever.datasets import count_documents, iter_documents
-from cluster_retriever.embeddings import embed_texts, embedding_model_id, resolve_embed_model
+from cluster_retriever.embeddings import embed_texts, embedding_model_id, resolve_embed_model, unit_rows
 from cluster_retriever.errors import (
     ConcurrentWriteError,
     DuplicateIdError,
@@ -48,9 +49,12 @@ from cluster_retriever.store import (
     ChromaStore,
     GenerationGone,
     Manifest,
+    chroma_where,
     make_client,
+    node_record,
     pages,
     require_store_path,
+    source_client,
     source_collection,
 )
 
@@ -120,8 +124,10 @@ class ClusterIndex:
         embed_model: BaseEmbedding,
         max_staleness_s: float | None = 1.0,
         lock_timeout_s: float = 10.0,
+        recluster_growth: float | None = 2.0,
     ) -> None:
         self.store = store
+        self.recluster_growth = recluster_growth
         self.embed_model = embed_model
         self.max_staleness_s = max_staleness_s
         self.lock_timeout_s = lock_timeout_s
@@ -174,10 +180,11 @@ class ClusterIndex:
                 ids = [node.node_id for node in chunk]
                 _check_new_ids(ids, seen)
                 seen.update(ids)
-                texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in chunk]
+                records = [node_record(node) for node in chunk]
+                texts = [text for _, text, _ in records]
                 any_text = any_text or any(text.strip() for text in texts)
                 vectors = embed_texts(embedder, [node.get_content(metadata_mode=MetadataMode.EMBED) for node in chunk])
-                yield ids, vectors, texts, [_node_metadata(node) for node in chunk]
+                yield ids, vectors, texts, [metadata for _, _, metadata in records]
                 progress.update(len(chunk))
             progress.close()
             if seen and not any_text:
@@ -185,7 +192,10 @@ class ClusterIndex:
 
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
         with index._lock.hold(index.lock_timeout_s):
-            index._rebuild(batches(), n_clusters, random_state, show_progress, expected=store.read_manifest())
+            generation = store.next_generation()
+            index._rebuild(
+                batches(), n_clusters, random_state, show_progress, store.read_manifest(), store.nodes_name(generation), True
+            )
         return index
 
     @classmethod
@@ -203,13 +213,16 @@ class ClusterIndex:
         random_state: int = 0,
         show_progress: bool = True,
     ) -> ClusterIndex:
-        """Turn an existing Chroma collection into a cluster index without re-embedding.
+        """Adopt an existing Chroma collection, zero copy: its documents and embeddings stay
+        where they are, the one source of truth, and the index stores only what the clusters
+        add (centroids, each record's cluster, a manifest) beside it in the same database.
 
         ``vector_store`` is a LlamaIndex ``ChromaVectorStore`` (or a ``VectorStoreIndex`` on
         one) or a ``chromadb`` collection; ``embed_model`` must be the model that wrote it.
-        The source collection is read, never modified; the cluster index is written to
-        ``client`` (pass the app's own Chroma client to keep both in one database), or to
-        ``path`` / ``host`` like ``build``.
+        Records the app writes to the collection later join the index on ``refresh()`` (and
+        on their own within ``max_staleness_s`` of a query); ``add`` and ``delete`` on the
+        index write through to the collection. ``client``/``path``/``host`` are not needed:
+        the collection's own client is used.
         """
         source = source_collection(vector_store)
         if source.count() == 0:
@@ -222,11 +235,11 @@ class ClusterIndex:
                 f"Collection {source.name!r} holds {stored_dim}-d vectors but {embedding_model_id(embedder)!r} gives "
                 f"{query_dim}-d: pass the embed_model that wrote the collection."
             )
-        store = ChromaStore(client or make_client(path, host, port), name)
+        store = ChromaStore(client or source_client(source) or make_client(path, host, port), name)
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
-        batches = _page_batches(pages(source, ["embeddings", "documents", "metadatas"]))
+        batches = _page_batches(pages(source, ["embeddings", "metadatas"]))
         with index._lock.hold(index.lock_timeout_s):
-            index._rebuild(batches, n_clusters, random_state, show_progress, expected=store.read_manifest())
+            index._rebuild(batches, n_clusters, random_state, show_progress, store.read_manifest(), source.name, False)
         return index
 
     @classmethod
@@ -273,35 +286,51 @@ class ClusterIndex:
     def lists(self) -> InvertedLists:
         return self._state.lists
 
-    def refresh(self) -> bool:
-        """Reload if another object, process or client wrote since this one last looked;
-        returns whether anything changed."""
+    def refresh(self, full: bool = False) -> bool:
+        """Follow what other objects, processes or clients wrote since this one last looked;
+        returns whether anything changed. Records added to or deleted from the data
+        collection directly (by the app's own ``ChromaVectorStore``, say) are picked up by id;
+        ``full=True`` re-reads every record, so changed embeddings are reassigned too."""
         self._checked_at = time.monotonic()
         manifest = self.store.require_manifest()
         state = self._state
-        if manifest.version == state.manifest.version and manifest.generation == state.manifest.generation:
-            return False
-        lists = _load_lists(self.store, manifest)
+        if full or manifest.generation != state.manifest.generation or manifest.data_collection != state.manifest.data_collection:
+            lists = _load_lists(self.store, manifest)
+        else:
+            lists = _reconcile(self.store, manifest, state.lists)
+            if lists is state.lists and manifest.version == state.manifest.version:
+                return False
         records = self._read_records(manifest) if state.records is not None else None
         self._switch(_State(manifest, lists, records))
         return True
 
     def _switch(self, state: _State) -> None:
         """Make ``state`` live; the previous generation is dropped once no query here reads it."""
-        old = self._state.manifest.generation
+        old = self._state.manifest
         self._state = state
-        if state.manifest.generation != old and old > 0:
-            self._retire(old)
+        if state.manifest.generation != old.generation and old.generation > 0:
+            self._retire(old.generation)
 
     def _retire(self, generation: int) -> None:
         with self._readers_lock:
             if self._readers[generation] > 0:
                 self._retired.add(generation)
                 return
-        self.store.drop_generation(generation)
+        self.store.drop_generation(generation, keep=self._state.manifest.data_collection)
 
     def _maybe_refresh(self) -> None:
-        if self.max_staleness_s is not None and time.monotonic() - self._checked_at >= self.max_staleness_s:
+        """At most every ``max_staleness_s``: one manifest read and one count of the data
+        collection, and a refresh when either moved."""
+        if self.max_staleness_s is None or time.monotonic() - self._checked_at < self.max_staleness_s:
+            return
+        self._checked_at = time.monotonic()
+        state = self._state
+        manifest = self.store.read_manifest()
+        if (
+            manifest is None
+            or manifest.version != state.manifest.version
+            or self.store.count(manifest.data_collection) != len(state.lists)
+        ):
             self.refresh()
 
     def close(self) -> None:
@@ -316,27 +345,33 @@ class ClusterIndex:
         random_state: int,
         show_progress: bool,
         expected: Manifest | None,
+        data: str,
+        write_data: bool,
     ) -> None:
-        """Write a new generation, cluster it, commit a manifest naming it, then switch to it.
-        Call with the writer lock held; ``expected`` is the manifest the batches were read from."""
+        """Cluster the records of ``batches`` (writing them to ``data`` first when
+        ``write_data``), write a new generation of centroids and assignments, commit a
+        manifest naming it, then switch to it. Call with the writer lock held; ``expected`` is
+        the manifest the batches were read under."""
         store = self.store
         generation = store.next_generation()
+        created = [data] if write_data else []
         try:
             all_ids: list[str] = []
             all_vectors: list[np.ndarray] = []
+            all_metadatas: list[dict[str, Any]] = []
             for ids, vectors, texts, metadatas in batches:
-                for metadata in metadatas:
-                    metadata[CLUSTER_ID_KEY] = -1  # set once the clusters are fitted
-                store.add_nodes(generation, ids, vectors, texts, metadatas, create=True)
+                if write_data:
+                    store.add_records(data, ids, vectors, texts, metadatas, create=True)
                 all_ids.extend(ids)
                 all_vectors.append(vectors)
+                all_metadatas.extend(_filterable(m) for m in metadatas)
             if not all_ids:
                 raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
             matrix = np.concatenate(all_vectors)
             if show_progress:
                 logger.info("clustering %d vectors", len(matrix))
             clustering = fit_clusters(matrix, n_clusters, random_state)
-            store.set_cluster_ids(generation, all_ids, clustering.labels)
+            store.write_assignments(generation, all_ids, clustering.labels, create=True)
             store.write_centroids(generation, clustering.centroids)
             fields = {
                 "embed_model": embedding_model_id(self.embed_model),
@@ -344,19 +379,24 @@ class ClusterIndex:
                 "n_clusters": len(clustering.centroids),
                 "generation": generation,
                 "random_state": random_state,
+                "data_collection": data,
+                "clustered_count": len(all_ids),
+                "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
             manifest = expected.bumped(**fields) if expected is not None else Manifest.model_validate({"version": 1, **fields})
             store.commit_manifest(manifest)
         except BaseException:
-            store.drop_generation(generation)
+            store.drop_generation(generation, keep=None if created else data)
             raise
-        lists = InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels)
+        lists = InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels, all_metadatas)
         previous = self._state
         records = self._read_records(manifest) if previous.records is not None else None
         self._state = _State(manifest, lists, records)
         self._checked_at = time.monotonic()
+        if expected is not None and expected.owns_data and expected.data_collection != data:
+            self.store.drop_data(expected.data_collection)  # a rebuild from documents replaced it
         # Generations of killed builds, and the one just replaced (once no query reads it).
-        for orphan in store.generations() - {generation}:
+        for orphan in store.orphans(manifest):
             self._retire(orphan)
 
     def _write(self, operation: str, apply: Any) -> Any:
@@ -375,7 +415,12 @@ class ClusterIndex:
             )
 
     def add(self, documents: Iterable[BaseNode], show_progress: bool = False) -> list[str]:
-        """Embed and store new nodes, each in its nearest cluster (no re-clustering).
+        """Store new nodes, each in its nearest cluster. Once the index holds
+        ``recluster_growth`` times the records its clusters were fitted on (2x by default;
+        None: never), it re-clusters by itself in the same call. Nodes that carry
+        an embedding (as ``VectorStoreIndex`` gives them) are stored with it; the others are
+        embedded with the index's model. Writes go to the data collection too, in
+        ``ChromaVectorStore``'s format, so an adopted collection stays the app's truth.
 
         Idempotent: re-adding an id stored with the same text is a no-op, so a write that was
         interrupted can simply be run again. An id stored with other text raises
@@ -387,35 +432,47 @@ class ClusterIndex:
             raise EmptyCorpusError("Nothing to add: give at least one document.")
         ids = [node.node_id for node in nodes]
         _check_new_ids(ids, set())
-        texts = [node.get_content(metadata_mode=MetadataMode.NONE) for node in nodes]
-        vectors = embed_texts(self.embed_model, [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes], show_progress)
-        metadatas = [_node_metadata(node) for node in nodes]
+        records = [node_record(node) for node in nodes]
+        texts = [text for _, text, _ in records]
+        metadatas = [metadata for _, _, metadata in records]
+        if all(node.embedding is not None for node in nodes):
+            raw = np.asarray([node.embedding for node in nodes], dtype=np.float32)
+            vectors = unit_rows(raw)
+        else:
+            embed_inputs = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+            raw = vectors = embed_texts(self.embed_model, embed_inputs, show_progress)
 
         def apply(state: _State) -> list[str]:
+            self.check_query_vector(vectors[0])  # the dimension of the index
             new = self._new_rows(state, ids, texts)
             if not new:
                 return ids
             labels = assign(vectors[new], state.lists.centroids)
             new_ids = [ids[i] for i in new]
             new_texts = [texts[i] for i in new]
-            new_metadatas = [{**metadatas[i], CLUSTER_ID_KEY: int(c)} for i, c in zip(new, labels, strict=True)]
-            self.store.add_nodes(state.manifest.generation, new_ids, vectors[new], new_texts, new_metadatas)
+            new_metadatas = [metadatas[i] for i in new]
+            self.store.add_records(state.manifest.data_collection, new_ids, raw[new], new_texts, new_metadatas)
+            self.store.write_assignments(state.manifest.generation, new_ids, labels)
             manifest = state.manifest.bumped()
             self.store.commit_manifest(manifest)
             records = state.records
             if records is not None:
                 records = {**records, **dict(zip(new_ids, zip(new_texts, new_metadatas, strict=True), strict=True))}
-            self._state = _State(manifest, state.lists.added(new_ids, vectors[new], labels), records)
+            lists = state.lists.added(new_ids, vectors[new], labels, [_filterable(m) for m in new_metadatas])
+            self._state = _State(manifest, lists, records)
             return ids
 
         result: list[str] = self._write("add", apply)
+        growth = self.recluster_growth
+        if growth is not None and len(self) >= growth * max(self.manifest.clustered_count, 1) and len(self) >= 8:
+            self.recluster()  # the clusters were fitted on too small a share of today's records
         return result
 
     def _new_rows(self, state: _State, ids: list[str], texts: list[str]) -> list[int]:
         """Rows whose id is not stored yet; a stored id with the same text is already done."""
         stored = [i for i, doc_id in enumerate(ids) if doc_id in state.lists]
         if stored:
-            found = self.store.fetch(state.manifest.generation, [ids[i] for i in stored])
+            found = self.store.fetch(state.manifest.data_collection, [ids[i] for i in stored])
             clashes = [ids[i] for i in stored if ids[i] in found and found[ids[i]][0] != texts[i]]
             if clashes:
                 raise DuplicateIdError(
@@ -439,7 +496,8 @@ class ClusterIndex:
             present = [doc_id for doc_id in ids if doc_id in state.lists]
             if not present:
                 return
-            self.store.delete_nodes(state.manifest.generation, present)
+            self.store.delete_records(state.manifest.data_collection, present)
+            self.store.delete_assignments(state.manifest.generation, present)
             manifest = state.manifest.bumped()
             self.store.commit_manifest(manifest)
             records = state.records
@@ -449,15 +507,27 @@ class ClusterIndex:
 
         self._write("delete", apply)
 
+    def delete_where(self, where: dict[str, Any]) -> list[str]:
+        """Delete every node whose metadata matches a Chroma ``where`` clause (for example
+        ``{"document_id": ref_doc_id}``, as ``ChromaVectorStore.delete`` does); returns their ids.
+        Records written to the data collection by others are found too."""
+        ids = self.store.ids_where(self._state.manifest.data_collection, where)
+        if ids:
+            self.delete(ids, missing_ok=True)
+            leftover = set(ids) - set(self.lists.ids)
+            if leftover:  # written by another client and not refreshed in yet: delete from the data too
+                self.store.delete_records(self._state.manifest.data_collection, sorted(leftover))
+        return ids
+
     def recluster(self, n_clusters: NClusters = "auto", random_state: int | None = None, show_progress: bool = False) -> None:
         """Fit the clusters again over the stored vectors (after many adds or deletes).
         Queries keep running on the old clusters until the new ones are live."""
 
         def apply(state: _State) -> None:
-            generation = state.manifest.generation
+            data = state.manifest.data_collection
             seed = state.manifest.random_state if random_state is None else random_state
-            batches = _page_batches(self.store.iter_full(generation))
-            self._rebuild(batches, n_clusters, seed, show_progress, expected=state.manifest)
+            batches = _page_batches(self.store.iter_data(data, ["embeddings", "metadatas"]))
+            self._rebuild(batches, n_clusters, seed, show_progress, state.manifest, data, False)
 
         self._write("recluster", apply)
 
@@ -470,7 +540,7 @@ class ClusterIndex:
         return self
 
     def _read_records(self, manifest: Manifest) -> dict[str, tuple[str, dict[str, Any]]]:
-        return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.generation)}
+        return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.data_collection)}
 
     def repair(self) -> dict[str, Any]:
         """Remove generations left by killed builds; returns what was done (see ``repair``)."""
@@ -496,7 +566,7 @@ class ClusterIndex:
     def top_terms(self, n_terms: int = 5) -> list[list[str]]:
         """The most characteristic words of each cluster, so a person can see what it is about."""
         state = self._state
-        records = list(self.store.iter_records(state.manifest.generation))
+        records = [r for r in self.store.iter_records(state.manifest.data_collection) if r[0] in state.lists]
         texts = [text for _, text, _ in records]
         labels = np.asarray([state.lists.cluster_of(doc_id) for doc_id, _, _ in records], dtype=np.int64)
         return cluster_top_terms(texts, labels, self.n_clusters, n_terms)
@@ -514,10 +584,16 @@ class ClusterIndex:
         mode: Mode = "routed",
         n_probe: int | None = None,
         boundary_margin: float = 0.01,
+        filters: MetadataFilters | None = None,
+        node_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None = None,
     ) -> SearchResult:
         """Route a unit query vector and return its exact top-k inside the probed clusters,
-        with the cluster id in each hit's metadata. Fewer than ``top_k`` hits come back only
-        when the index holds fewer nodes."""
+        with the cluster id in each hit's metadata. ``filters`` (LlamaIndex
+        ``MetadataFilters``, Chroma's semantics), ``node_ids`` and ``doc_ids`` restrict the
+        scan itself: routing counts only matching documents and probes further clusters until
+        ``top_k`` of them are covered, so fewer than ``top_k`` hits come back only when fewer
+        match in the whole index."""
         self.check_query_vector(query)
         self._maybe_refresh()
         for attempt in range(2):
@@ -526,7 +602,8 @@ class ClusterIndex:
             with self._readers_lock:
                 self._readers[generation] += 1
             try:
-                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin)
+                mask = state.lists.mask(filters, node_ids, doc_ids)
+                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin, mask)
             except GenerationGone:
                 if attempt:
                     break
@@ -538,6 +615,14 @@ class ClusterIndex:
             f"reopen it with ClusterIndex.open(...)."
         )
 
+    def get_nodes(self, node_ids: Sequence[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
+        """Nodes by id and/or metadata filter, read from the data collection."""
+        data = self._state.manifest.data_collection
+        where = chroma_where(filters) if filters is not None and filters.filters else None
+        found = self.store.get_records(data, node_ids, where)
+        lists = self.lists
+        return [_to_node(i, t, m, lists.cluster_of(i) if i in lists else -1) for i, t, m in found]
+
     def _release_reader(self, generation: int) -> None:
         with self._readers_lock:
             self._readers[generation] -= 1
@@ -545,18 +630,26 @@ class ClusterIndex:
             if drop:
                 self._retired.discard(generation)
         if drop:
-            self.store.drop_generation(generation)
+            self.store.drop_generation(generation, keep=self._state.manifest.data_collection)
 
     def _search_state(
-        self, state: _State, query: np.ndarray, top_k: int, mode: Mode, n_probe: int | None, boundary_margin: float
+        self,
+        state: _State,
+        query: np.ndarray,
+        top_k: int,
+        mode: Mode,
+        n_probe: int | None,
+        boundary_margin: float,
+        mask: np.ndarray | None,
     ) -> SearchResult:
         lists = state.lists
         if len(lists) == 0:
             return SearchResult([], SearchStats(0, 0, 0.0))
-        clusters = route(query, lists.centroids, lists.sizes, mode, n_probe, boundary_margin, min_docs=top_k)
-        result = lists.scan(query, clusters, top_k)
+        sizes = lists.sizes_within(mask)
+        clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k)
+        result = lists.scan(query, clusters, top_k, mask)
         if state.records is None:
-            records = self.store.fetch(state.manifest.generation, result.ids) if result.ids else {}
+            records = self.store.fetch(state.manifest.data_collection, result.ids) if result.ids else {}
         else:
             records = {doc_id: state.records[doc_id] for doc_id in result.ids if doc_id in state.records}
         hits = [
@@ -598,44 +691,79 @@ def repair(
     location, folder = store.location()
     with WriterLock.for_index(location, name, folder).hold(lock_timeout_s):
         manifest = store.require_manifest()
-        store.check_generation(manifest.generation)
-        orphans = sorted(store.generations() - {manifest.generation})
+        store.check_generation(manifest)
+        orphans = store.orphans(manifest)
         for orphan in orphans:
-            store.drop_generation(orphan)
+            store.drop_generation(orphan, keep=manifest.data_collection)
     return {"generation": manifest.generation, "orphan_generations_dropped": orphans}
 
 
 def _placeholder_manifest() -> Manifest:
-    return Manifest(embed_model="", dimension=1, n_clusters=1, generation=0, version=0)
+    return Manifest(embed_model="", dimension=1, n_clusters=1, generation=0, version=0, data_collection="", owns_data=False)
 
 
 def _load_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
-    """The inverted lists of the live generation, checked against the manifest."""
-    store.check_generation(manifest.generation)
+    """The inverted lists of the live generation, checked against the manifest. Records the
+    assignments do not know (written to the data collection by someone else) go to their
+    nearest centroid; assignments of records no longer in the data are ignored."""
+    store.check_generation(manifest)
     try:
         centroids = store.read_centroids(manifest.generation)
+        assignments = store.read_assignments(manifest.generation)
         ids: list[str] = []
         vectors: list[np.ndarray] = []
-        labels: list[int] = []
-        for page_ids, page_vectors, page_labels in store.iter_vectors(manifest.generation):
-            ids.extend(page_ids)
-            vectors.append(page_vectors)
-            labels.extend(page_labels)
+        metadatas: list[dict[str, Any]] = []
+        for page in store.iter_data(manifest.data_collection, ["embeddings", "metadatas"]):
+            ids.extend(page["ids"])
+            vectors.append(unit_rows(np.asarray(page["embeddings"], dtype=np.float32)))
+            metadatas.extend(_filterable(m or {}) for m in page["metadatas"])
     except GenerationGone as exc:
         raise StaleIndexError(f"Index {store.name!r} was rebuilt while it was being opened: open it again.") from exc
     if centroids.shape != (manifest.n_clusters, manifest.dimension):
         raise IndexCorruptedError(
             f"Index {store.name!r} has {centroids.shape[0]} centroids of dimension {centroids.shape[-1]}, its manifest "
-            f"says {manifest.n_clusters} of {manifest.dimension}: run `cluster-retriever repair` or rebuild it."
+            f"says {manifest.n_clusters} of {manifest.dimension}: rebuild it (ClusterIndex.build or from_vector_store)."
         )
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest.dimension), np.float32)
-    label_array = np.asarray(labels, dtype=np.int64)
-    bad = np.flatnonzero((label_array < 0) | (label_array >= manifest.n_clusters))
+    if matrix.shape[1] != manifest.dimension:
+        raise IndexCorruptedError(
+            f"Collection {manifest.data_collection!r} holds {matrix.shape[1]}-d vectors, the index {manifest.dimension}-d: "
+            f"rebuild the index for this collection."
+        )
+    labels = np.asarray([assignments.get(doc_id, -1) for doc_id in ids], dtype=np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= manifest.n_clusters))
     if len(bad):
-        # A node written with a cluster id the centroids do not have: route it by its vector.
-        logger.warning("index %r: %d node(s) had no valid cluster id; assigned by nearest centroid", store.name, len(bad))
-        label_array[bad] = assign(matrix[bad], centroids)
-    return InvertedLists(centroids, ids, matrix, label_array)
+        logger.info("index %r: %d record(s) had no valid cluster; assigned by nearest centroid", store.name, len(bad))
+        labels[bad] = assign(matrix[bad], centroids)
+    return InvertedLists(centroids, ids, matrix, labels, metadatas)
+
+
+def _reconcile(store: ChromaStore, manifest: Manifest, lists: InvertedLists) -> InvertedLists:
+    """``lists`` brought in line with the data collection by id: records added by others are
+    fetched and assigned, records deleted by others dropped. Returns ``lists`` itself when
+    nothing changed. Costs one ids-only read of the collection plus the new records."""
+    present: list[str] = []
+    for page in store.iter_data(manifest.data_collection, []):
+        present.extend(page["ids"])
+    known = set(lists.ids.tolist())
+    gone = known - set(present)
+    new = [doc_id for doc_id in present if doc_id not in known]
+    if not gone and not new:
+        return lists
+    result = lists.removed(sorted(gone)) if gone else lists
+    if new:
+        found = store.fetch_vectors(manifest.data_collection, new)
+        vectors = unit_rows(np.asarray(found["embeddings"], dtype=np.float32))
+        result = result.added(
+            list(found["ids"]), vectors, assign(vectors, lists.centroids), [_filterable(m or {}) for m in found["metadatas"]]
+        )
+    return result
+
+
+def _filterable(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata kept in memory for filters: LlamaIndex's private keys (the serialised
+    node in ``_node_content``) stay in Chroma."""
+    return {key: value for key, value in metadata.items() if not key.startswith("_")}
 
 
 def _chunks(items: Iterable[BaseNode], size: int) -> Iterator[list[BaseNode]]:
@@ -649,7 +777,8 @@ def _page_batches(pages: Iterable[dict[str, Any]]) -> Iterator[Batch]:
     for page in pages:
         vectors = np.asarray(page["embeddings"], dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        yield list(page["ids"]), vectors, [d or "" for d in page["documents"]], [dict(m or {}) for m in page["metadatas"]]
+        texts = [d or "" for d in page.get("documents") or [""] * len(page["ids"])]
+        yield list(page["ids"]), vectors, texts, [dict(m or {}) for m in page["metadatas"]]
 
 
 def _check_new_ids(ids: list[str], seen: set[str]) -> None:
@@ -678,11 +807,6 @@ def _check_embedder(embedder: BaseEmbedding, manifest: Manifest) -> None:
 
 def _embedding_dim(embedder: BaseEmbedding) -> int:
     return len(embedder.get_query_embedding("dimension check"))
-
-
-def _node_metadata(node: BaseNode) -> dict[str, Any]:
-    metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
-    return {key: ("" if value is None else value) for key, value in metadata.items()}
 
 
 def _to_node(doc_id: str, text: str, metadata: dict[str, Any], cluster_id: int) -> BaseNode:

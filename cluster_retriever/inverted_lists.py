@@ -1,16 +1,25 @@
-"""In-memory inverted lists: each cluster's vectors in one contiguous block.
+"""In-memory inverted lists: each cluster's vectors in one contiguous block, with each row's
+metadata for filtering.
 
 Chroma stays the source of truth; this is the search structure built from it on open.
 A routed query scans only the probed clusters' blocks exactly, so its results equal an
-exact search restricted to those clusters, with no filtered-HNSW recall loss.
+exact search restricted to those clusters (and to the rows a filter lets through), with
+no filtered-HNSW recall loss.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from cluster_retriever.filters import MetadataColumns, evaluate, filter_key
+
+_MASK_CACHE = 64  # filters remembered per version of the lists
 
 
 @dataclass(frozen=True)
@@ -24,18 +33,31 @@ class InvertedLists:
     """Immutable: ``added`` and ``removed`` return new lists, so a query in flight on another
     thread always sees one consistent version."""
 
-    def __init__(self, centroids: np.ndarray, ids: Sequence[str] | np.ndarray, vectors: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(
+        self,
+        centroids: np.ndarray,
+        ids: Sequence[str] | np.ndarray,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        metadatas: Sequence[dict[str, Any]] | np.ndarray | None = None,
+    ) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         id_array = np.asarray(list(ids), dtype=object)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(id_array), self.dim)
         labels = np.asarray(labels, dtype=np.int64)
+        meta = np.empty(len(id_array), dtype=object)
+        meta[:] = list(metadatas) if metadatas is not None else [{} for _ in range(len(id_array))]
         order = np.argsort(labels, kind="stable")
         self.ids: np.ndarray = id_array[order]
         self.vectors = np.ascontiguousarray(vectors[order])
         self.labels = labels[order]
+        self.metadatas: np.ndarray = meta[order]
         self.sizes = np.bincount(self.labels, minlength=self.n_clusters)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        self._columns = MetadataColumns(self.metadatas)
+        self._masks: dict[str, np.ndarray] = {}
+        self._masks_lock = threading.Lock()
 
     @classmethod
     def empty(cls, dim: int) -> InvertedLists:
@@ -58,12 +80,60 @@ class InvertedLists:
     def cluster_of(self, doc_id: str) -> int:
         return int(self.labels[self._position[doc_id]])
 
-    def scan(self, query: np.ndarray, clusters: Sequence[int] | np.ndarray | None, top_k: int) -> ScanResult:
-        """Exact top-k over the given clusters (all of them when ``clusters`` is None)."""
+    def vector_of(self, doc_id: str) -> np.ndarray:
+        vector: np.ndarray = self.vectors[self._position[doc_id]]
+        return vector
+
+    def mask(
+        self,
+        filters: MetadataFilters | None = None,
+        node_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None = None,
+    ) -> np.ndarray | None:
+        """Rows a query may return, or None when nothing restricts it."""
+        if not (filters and filters.filters) and not node_ids and not doc_ids:
+            return None
+        key = filter_key(filters, node_ids, doc_ids)
+        with self._masks_lock:
+            cached = self._masks.get(key)
+        if cached is not None:
+            return cached
+        allowed = np.ones(len(self.ids), dtype=bool)
+        if filters and filters.filters:
+            allowed &= evaluate(filters, self._columns)
+        if node_ids:
+            allowed &= np.isin(self.ids, np.asarray(list(node_ids), dtype=object))
+        if doc_ids:
+            refs = self._columns.column("ref_doc_id")[0]
+            allowed &= np.isin(refs, np.asarray(list(doc_ids), dtype=object))
+        with self._masks_lock:
+            if len(self._masks) >= _MASK_CACHE:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = allowed
+        return allowed
+
+    def sizes_within(self, mask: np.ndarray | None) -> np.ndarray:
+        """Rows per cluster that ``mask`` lets through (every row when None)."""
+        if mask is None:
+            return self.sizes
+        counts: np.ndarray = np.bincount(self.labels[mask], minlength=self.n_clusters)
+        return counts
+
+    def scan(
+        self, query: np.ndarray, clusters: Sequence[int] | np.ndarray | None, top_k: int, mask: np.ndarray | None = None
+    ) -> ScanResult:
+        """Exact top-k over the given clusters (all of them when ``clusters`` is None),
+        among the rows ``mask`` lets through."""
         if clusters is None:
             starts, ends = np.array([0]), np.array([len(self.ids)])
         else:
             starts, ends = self._ranges(clusters)
+        if mask is not None:  # only the allowed rows of the probed ranges are read
+            allowed = np.flatnonzero(mask)
+            lo, hi = np.searchsorted(allowed, starts), np.searchsorted(allowed, ends)
+            pieces = [allowed[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+            rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+            return self._top(self.vectors[rows] @ query, rows, top_k)
         lengths = ends - starts
         scores = np.empty(int(lengths.sum()), dtype=np.float32)
         filled = np.concatenate([[0], np.cumsum(lengths)])
@@ -76,8 +146,16 @@ class InvertedLists:
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         block = np.searchsorted(filled, best, side="right") - 1
-        rows = starts[block] + best - filled[block]
-        return ScanResult(list(self.ids[rows]), scores[best], len(scores))
+        found = starts[block] + best - filled[block]
+        return ScanResult(list(self.ids[found]), scores[best], len(scores))
+
+    def _top(self, scores: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
+        k = min(top_k, len(scores))
+        if k == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), len(scores))
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return ScanResult(list(self.ids[rows[best]]), scores[best].astype(np.float32), len(scores))
 
     def _ranges(self, clusters: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
@@ -90,14 +168,19 @@ class InvertedLists:
             starts, ends = starts[first], ends[last]
         return starts, ends
 
-    def added(self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray) -> InvertedLists:
+    def added(
+        self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray, metadatas: Sequence[dict[str, Any]] | None = None
+    ) -> InvertedLists:
+        new_meta = np.empty(len(ids), dtype=object)
+        new_meta[:] = list(metadatas) if metadatas is not None else [{} for _ in ids]
         return InvertedLists(
             self.centroids,
             np.concatenate([self.ids, np.asarray(list(ids), dtype=object)]),
             np.concatenate([self.vectors, vectors.astype(np.float32)]),
             np.concatenate([self.labels, labels]),
+            np.concatenate([self.metadatas, new_meta]),
         )
 
     def removed(self, ids: Sequence[str]) -> InvertedLists:
         keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=object))
-        return InvertedLists(self.centroids, self.ids[keep], self.vectors[keep], self.labels[keep])
+        return InvertedLists(self.centroids, self.ids[keep], self.vectors[keep], self.labels[keep], self.metadatas[keep])

@@ -10,6 +10,7 @@ import numpy as np
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
+from llama_index.core.vector_stores.types import MetadataFilters
 
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
@@ -33,6 +34,9 @@ class ClusterRetriever(BaseRetriever):
             probes adaptively, more clusters when the query sits near a cluster boundary.
         boundary_margin: how close (in cosine) a further centroid must be to the last
             probed one for adaptive probing to search it too.
+        filters, node_ids, doc_ids: LlamaIndex ``MetadataFilters`` (Chroma's operators,
+            and/or nesting) and id restrictions, applied inside the scan: the retriever
+            probes further clusters until ``similarity_top_k`` matching nodes are covered.
 
     Scores are cosine similarities; each node's metadata carries its ``cluster_id``.
 
@@ -54,6 +58,9 @@ class ClusterRetriever(BaseRetriever):
         mode: Mode = "routed",
         n_probe: int | None = None,
         boundary_margin: float = 0.01,
+        filters: MetadataFilters | None = None,
+        node_ids: list[str] | None = None,
+        doc_ids: list[str] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **kwargs: Any,
@@ -65,6 +72,7 @@ class ClusterRetriever(BaseRetriever):
         self.mode = mode
         self.n_probe = check_positive_int("n_probe", n_probe, allow_none=True)
         self.boundary_margin = float(boundary_margin)
+        self.filters, self.node_ids, self.doc_ids = filters, node_ids, doc_ids
         # Per thread and per asyncio task: concurrent callers never read each other's stats.
         self._last_stats: ContextVar[SearchStats | None] = ContextVar(f"last_stats_{id(self)}", default=None)
         self._latest: SearchStats | None = None
@@ -80,7 +88,14 @@ class ClusterRetriever(BaseRetriever):
         """Like ``retrieve`` (no callbacks), returning the hits with this call's own stats."""
         bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
         result = self.index.search(
-            self._query_vector(bundle), self.similarity_top_k, self.mode, self.n_probe, self.boundary_margin
+            self._query_vector(bundle),
+            self.similarity_top_k,
+            self.mode,
+            self.n_probe,
+            self.boundary_margin,
+            filters=self.filters,
+            node_ids=self.node_ids,
+            doc_ids=self.doc_ids,
         )
         self._remember(result.stats)
         return result

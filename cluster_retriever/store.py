@@ -1,11 +1,17 @@
 """Chroma storage, the one place that imports chromadb.
 
-A named index is three kinds of collections in one Chroma database:
+A named index is a data collection and three kinds of its own collections in one Chroma
+database:
 
-- ``<name>.g<N>.nodes``: the nodes of build generation N (id, vector, text, metadata with
-  ``cluster_id``);
-- ``<name>.g<N>.centroids``: that generation's unit centroids;
+- the data: the app's own collection when the index adopted one (zero copy: documents and
+  embeddings stay there, the one source of truth), or ``<name>.g<N>.nodes`` when the index
+  was built from documents; either way in ``ChromaVectorStore``'s record format;
+- ``<name>.g<N>.centroids``: generation N's unit centroids;
+- ``<name>.g<N>.assign``: generation N's cluster of each record (id -> ``cluster_id``);
 - ``<name>.manifest``: an append-only log of manifest versions, one record per write.
+
+A re-clustering writes a new generation of centroids and assignments only; the data is
+never copied.
 
 Every write commits the next manifest version by inserting the record ``v<version+1>``.
 Chroma keeps the first record written under an id and ignores later ones, so the insert is a
@@ -29,11 +35,14 @@ import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings
+from llama_index.core.schema import BaseNode, MetadataMode
+from llama_index.core.vector_stores.types import MetadataFilters
+from llama_index.core.vector_stores.utils import node_to_metadata_dict
 from pydantic import BaseModel, Field, ValidationError
 
 from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CLUSTER_ID_KEY = "cluster_id"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,100}[A-Za-z0-9]$")
 _PAGE = 5000
@@ -72,7 +81,10 @@ class Manifest(BaseModel):
     embed_model: str = Field(description="Id of the embedding model the documents were embedded with.")
     dimension: int = Field(description="Embedding dimension.")
     n_clusters: int = Field(description="Number of KMeans clusters.")
-    generation: int = Field(description="The live build generation.")
+    generation: int = Field(description="The live generation of centroids and assignments.")
+    data_collection: str = Field(description="The Chroma collection holding the documents and embeddings.")
+    owns_data: bool = Field(description="False when the data collection is the app's own (adopted, zero copy).")
+    clustered_count: int = Field(0, description="Records when the clusters were last fitted.")
     version: int = Field(0, description="Bumped by every committed write (add, delete, build, recluster).")
     random_state: int = Field(0, description="KMeans seed.")
     updated_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -105,6 +117,9 @@ class ChromaStore:
 
     def nodes_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.nodes"
+
+    def _assign_name(self, generation: int) -> str:
+        return f"{self.name}.g{generation}.assign"
 
     def _centroids_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.centroids"
@@ -158,8 +173,9 @@ class ChromaStore:
                 return Manifest.model_validate(legacy)
         except ValidationError as exc:
             raise IndexCorruptedError(
-                f"The manifest of index {self.name!r} is damaged ({exc.error_count()} bad fields). "
-                f"Rebuild the index with ClusterIndex.build(...)."
+                f"The manifest of index {self.name!r} is damaged or from an older cluster-retriever "
+                f"({exc.error_count()} bad fields). Rebuild the index with ClusterIndex.build(...) or "
+                f"ClusterIndex.from_vector_store(...)."
             ) from exc
         raise IndexCorruptedError(
             f"The manifest collection of index {self.name!r} is empty. Rebuild the index with ClusterIndex.build(...)."
@@ -197,31 +213,43 @@ class ChromaStore:
             collection.delete(ids=stale)
 
     # -- generations ----------------------------------------------------------------------
-    def generations(self) -> set[int]:
-        """Generation numbers that have a nodes or centroids collection."""
-        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids)$")
-        found = set()
+    def generations(self) -> dict[int, set[str]]:
+        """The collections of each generation that exist."""
+        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids|assign)$")
+        found: dict[int, set[str]] = {}
         for collection in self.client.list_collections():
             name = collection if isinstance(collection, str) else collection.name
             if match := pattern.match(name):
-                found.add(int(match.group(1)))
+                found.setdefault(int(match.group(1)), set()).add(name)
         return found
+
+    def orphans(self, manifest: Manifest) -> list[int]:
+        """Generations with collections the live manifest does not use (killed builds,
+        replaced generations)."""
+        return sorted(
+            generation
+            for generation, names in self.generations().items()
+            if generation != manifest.generation and names - {manifest.data_collection}
+        )
 
     def next_generation(self) -> int:
         manifest = self.read_manifest()
-        return max(self.generations() | {manifest.generation if manifest else 0}) + 1
+        return max(set(self.generations()) | {manifest.generation if manifest else 0}) + 1
 
-    def drop_generation(self, generation: int) -> None:
-        for name in (self.nodes_name(generation), self._centroids_name(generation)):
+    def drop_generation(self, generation: int, keep: str | None) -> None:
+        """Drop a generation's collections, except ``keep`` (the live data collection)."""
+        for name in (self.nodes_name(generation), self._centroids_name(generation), self._assign_name(generation)):
+            if name == keep:
+                continue
             self._open.pop(name, None)
             try:
                 self.client.delete_collection(name)
             except Exception:  # already gone
                 pass
 
-    def check_generation(self, generation: int) -> None:
-        """Both collections of a live generation exist, or ``IndexCorruptedError``."""
-        for name in (self.nodes_name(generation), self._centroids_name(generation)):
+    def check_generation(self, manifest: Manifest) -> None:
+        """The live collections exist, or ``IndexCorruptedError``."""
+        for name in (manifest.data_collection, self._centroids_name(manifest.generation), self._assign_name(manifest.generation)):
             try:
                 self._collection(name)
             except GenerationGone as exc:
@@ -230,19 +258,19 @@ class ChromaStore:
                     f"ClusterIndex.build(...) (or ClusterIndex.from_vector_store(...))."
                 ) from exc
 
-    # -- nodes ----------------------------------------------------------------------------
-    def add_nodes(
+    # -- data -----------------------------------------------------------------------------
+    def add_records(
         self,
-        generation: int,
+        data: str,
         ids: Sequence[str],
         vectors: np.ndarray,
         documents: Sequence[str],
         metadatas: Sequence[dict[str, Any]],
         create: bool = False,
     ) -> None:
-        name = self.nodes_name(generation)
+        """Upsert records into the data collection ``data``, in batches Chroma accepts."""
         if create:
-            self._collection(name, create=True)
+            self._collection(data, create=True)
         step = self.client.get_max_batch_size()
         for start in range(0, len(ids), step):
             end = start + step
@@ -255,56 +283,99 @@ class ChromaStore:
                     metadatas=list(metadatas[start:end]),
                 )
 
-            self._call(name, upsert)
+            self._call(data, upsert)
         release_freed_heap()
 
-    def set_cluster_ids(self, generation: int, ids: Sequence[str], labels: np.ndarray) -> None:
-        step = self.client.get_max_batch_size()
-        for start in range(0, len(ids), step):
-            chunk = list(ids[start : start + step])
-            metadatas = [{CLUSTER_ID_KEY: int(c)} for c in labels[start : start + step]]
-
-            def update(collection: Any, chunk: list[str] = chunk, metadatas: list[dict[str, int]] = metadatas) -> None:
-                collection.update(ids=chunk, metadatas=metadatas)
-
-            self._call(self.nodes_name(generation), update)
-
-    def iter_vectors(self, generation: int) -> Iterator[tuple[list[str], np.ndarray, list[int]]]:
-        """Pages of (ids, vectors, cluster ids) from the nodes collection."""
-        for page in self._pages(generation, ["embeddings", "metadatas"]):
-            clusters = [int((m or {}).get(CLUSTER_ID_KEY, -1)) for m in page["metadatas"]]
-            yield page["ids"], np.asarray(page["embeddings"], dtype=np.float32), clusters
-
-    def iter_records(self, generation: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        """(id, text, metadata) of every stored node."""
-        for page in self._pages(generation, ["documents", "metadatas"]):
-            for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
-                yield doc_id, text or "", metadata or {}
-
-    def iter_full(self, generation: int) -> Iterator[dict[str, Any]]:
-        """Pages with ids, embeddings, documents and metadatas (for copying a generation)."""
-        yield from self._pages(generation, ["embeddings", "documents", "metadatas"])
-
-    def _pages(self, generation: int, include: list[str]) -> Iterator[dict[str, Any]]:
-        name = self.nodes_name(generation)
+    def iter_data(self, data: str, include: list[str]) -> Iterator[dict[str, Any]]:
+        """Pages of the data collection with the fields in ``include``."""
         offset = 0
         while True:
-            page: dict[str, Any] = self._call(name, partial(_get_page, include=include, offset=offset))
+            page: dict[str, Any] = self._call(data, partial(_get_page, include=include, offset=offset))
             if not page["ids"]:
                 return
             yield page
             offset += len(page["ids"])
 
-    def fetch(self, generation: int, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    def iter_records(self, data: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(id, text, metadata) of every record."""
+        for page in self.iter_data(data, ["documents", "metadatas"]):
+            for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
+                yield doc_id, text or "", metadata or {}
+
+    def fetch(self, data: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """Documents and metadata by id (Chroma does not keep the request order)."""
-        found = self._call(self.nodes_name(generation), lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
+        found = self._call(data, lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
         return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
 
-    def delete_nodes(self, generation: int, ids: Sequence[str]) -> None:
-        self._call(self.nodes_name(generation), lambda c: c.delete(ids=list(ids)))
+    def fetch_vectors(self, data: str, ids: Sequence[str]) -> dict[str, Any]:
+        """Ids, embeddings and metadatas of the given records."""
+        found: dict[str, Any] = self._call(data, lambda c: c.get(ids=list(ids), include=["embeddings", "metadatas"]))
+        return found
 
-    def count(self, generation: int) -> int:
-        return int(self._call(self.nodes_name(generation), lambda c: c.count()))
+    def drop_data(self, data: str) -> None:
+        """Drop a data collection the index owns (never an adopted one)."""
+        self._open.pop(data, None)
+        try:
+            self.client.delete_collection(data)
+        except Exception:  # already gone
+            pass
+
+    def get_records(
+        self, data: str, ids: Sequence[str] | None, where: dict[str, Any] | None
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(id, text, metadata) of the records with these ids and/or matching ``where``."""
+        found = self._call(
+            data, lambda c: c.get(ids=list(ids) if ids else None, where=where, include=["documents", "metadatas"])
+        )
+        return [(i, d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)]
+
+    def ids_where(self, data: str, where: dict[str, Any]) -> list[str]:
+        """Ids of the records whose metadata matches a Chroma ``where`` clause."""
+        found = self._call(data, lambda c: c.get(where=where, include=[]))
+        return list(found["ids"])
+
+    def delete_records(self, data: str, ids: Sequence[str]) -> None:
+        self._call(data, lambda c: c.delete(ids=list(ids)))
+
+    def count(self, data: str) -> int:
+        return int(self._call(data, lambda c: c.count()))
+
+    # -- assignments ----------------------------------------------------------------------
+    def write_assignments(self, generation: int, ids: Sequence[str], labels: np.ndarray, create: bool = False) -> None:
+        """Each record's cluster. The 1-d vector is a placeholder: Chroma wants one per record."""
+        name = self._assign_name(generation)
+        if create:
+            self._open[name] = self.client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "l2"}}
+            )
+        step = self.client.get_max_batch_size()
+        for start in range(0, len(ids), step):
+            chunk = list(ids[start : start + step])
+            chunk_labels = [int(c) for c in labels[start : start + step]]
+
+            def upsert(collection: Any, chunk: list[str] = chunk, chunk_labels: list[int] = chunk_labels) -> None:
+                collection.upsert(
+                    ids=chunk,
+                    embeddings=[[float(c)] for c in chunk_labels],
+                    metadatas=[{CLUSTER_ID_KEY: c} for c in chunk_labels],
+                )
+
+            self._call(name, upsert)
+
+    def delete_assignments(self, generation: int, ids: Sequence[str]) -> None:
+        self._call(self._assign_name(generation), lambda c: c.delete(ids=list(ids)))
+
+    def read_assignments(self, generation: int) -> dict[str, int]:
+        name = self._assign_name(generation)
+        found: dict[str, int] = {}
+        offset = 0
+        while True:
+            page: dict[str, Any] = self._call(name, partial(_get_page, include=["metadatas"], offset=offset))
+            if not page["ids"]:
+                return found
+            for doc_id, metadata in zip(page["ids"], page["metadatas"], strict=True):
+                found[doc_id] = int((metadata or {}).get(CLUSTER_ID_KEY, -1))
+            offset += len(page["ids"])
 
     # -- centroids ------------------------------------------------------------------------
     def write_centroids(self, generation: int, centroids: np.ndarray) -> None:
@@ -366,6 +437,46 @@ def pages(collection: Any, include: list[str], page_size: int = _PAGE) -> Iterat
             return
         yield page
         offset += len(page["ids"])
+
+
+def chroma_where(filters: MetadataFilters) -> dict[str, Any]:
+    """LlamaIndex filters as a Chroma ``where`` clause, translated as ``ChromaVectorStore`` does."""
+    from llama_index.vector_stores.chroma.base import _to_chroma_filter
+
+    where: dict[str, Any] = _to_chroma_filter(filters)
+    return where
+
+
+def node_record(node: BaseNode) -> tuple[str, str, dict[str, Any]]:
+    """(id, text, metadata) of a node in ``ChromaVectorStore``'s record format."""
+    metadata = node_to_metadata_dict(node, remove_text=True, flat_metadata=True)
+    cleaned = {key: ("" if value is None else value) for key, value in metadata.items()}
+    return node.node_id, node.get_content(metadata_mode=MetadataMode.NONE), cleaned
+
+
+def write_nodes(collection: Any, nodes: Sequence[BaseNode]) -> None:
+    """Write embedded nodes to a collection as ``ChromaVectorStore.add`` would."""
+    records = [node_record(node) for node in nodes]
+    collection.upsert(
+        ids=[r[0] for r in records],
+        documents=[r[1] for r in records],
+        metadatas=[r[2] for r in records],
+        embeddings=[node.get_embedding() for node in nodes],
+    )
+
+
+def source_client(collection: Any) -> ClientAPI | None:
+    """A client of the database a chromadb collection lives in, so an adopted index lives
+    beside it (embedded clients of one path share one Chroma system in a process)."""
+    server = getattr(collection, "_client", None)
+    if server is None or not hasattr(server, "get_settings"):
+        return None
+    settings = server.get_settings()
+    if settings.is_persistent and settings.persist_directory:
+        return make_client(path=settings.persist_directory)
+    if settings.chroma_server_host:
+        return make_client(host=settings.chroma_server_host, port=int(settings.chroma_server_http_port or 8000))
+    return None
 
 
 def source_collection(vector_store: Any) -> Any:

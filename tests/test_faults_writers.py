@@ -90,7 +90,7 @@ def check_index(where: dict, added: set[str], deleted: set[str], base: set[str])
     FIGURES["acknowledged_writes"] += len(added) + len(deleted)
     FIGURES["acknowledged_writes_lost"] += len(lost)
     assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {sorted(lost)[:5]}"
-    assert index.doc_count == index.store.count(index.manifest.generation) == len(stored)
+    assert index.doc_count == index.store.count(index.manifest.data_collection) == len(stored)
     assert stored <= base | added | {f"w{i}" for i in range(100_000, 200_000)}
     for mode in ("routed", "flat", "strict"):
         hits = ClusterRetriever(index, similarity_top_k=10, mode=mode).retrieve("pastry chef croissant")
@@ -122,7 +122,7 @@ def test_kill_minus_nine_at_random_points_loses_no_acknowledged_write(tmp_path, 
             assert all(doc.doc_id in index.lists for doc in retry)
         report = index.repair()  # generations of killed builds and reclusters
         FIGURES["orphan_generations_repaired"] += len(report["orphan_generations_dropped"])
-        assert index.store.generations() == {index.manifest.generation}
+        assert index.store.orphans(index.manifest) == []
         index.close()
 
 
@@ -180,7 +180,7 @@ def test_two_threads_adding_the_same_ids_store_them_once(tmp_path):
         thread.join()
     FIGURES["thread_races"] += 1
     reopened = ClusterIndex.open(embed_model=HashEmbedding(), **where)
-    assert reopened.doc_count == 400 == reopened.store.count(reopened.manifest.generation)
+    assert reopened.doc_count == 400 == reopened.store.count(reopened.manifest.data_collection)
     assert len(set(reopened.lists.ids)) == 400
 
 
@@ -210,7 +210,7 @@ def test_readers_during_recluster_of_the_same_object_never_fail(tmp_path):
     FIGURES["reclusters_under_readers"] += 5
     FIGURES["reader_errors"] += len(errors)
     assert not errors, errors[:3]
-    assert index.store.generations() == {index.manifest.generation}  # old generations dropped once unread
+    assert index.store.orphans(index.manifest) == []  # old generations dropped once unread
 
 
 def test_a_second_process_is_refused_while_one_writes_an_embedded_store(tmp_path):

@@ -19,9 +19,10 @@ def test_build_stores_nodes_with_cluster_ids_centroids_and_manifest(index, docs)
     manifest = index.manifest
     assert (index.doc_count, manifest.n_clusters, manifest.dimension) == (len(docs), 4, 384)
     assert manifest.embed_model == DEFAULT_MODEL_ID
-    by_id = {doc_id: metadata for doc_id, _, metadata in index.store.iter_records(manifest.generation)}
-    assert set(by_id) == {d.doc_id for d in docs}
-    assert all(by_id[i][CLUSTER_ID_KEY] == index.lists.cluster_of(i) for i in by_id)
+    stored = {doc_id for doc_id, _, _ in index.store.iter_records(manifest.data_collection)}
+    assignments = index.store.read_assignments(manifest.generation)
+    assert stored == set(assignments) == {d.doc_id for d in docs}
+    assert all(assignments[i] == index.lists.cluster_of(i) for i in stored)
     assert index.store.read_centroids(manifest.generation).shape == (4, 384)
     # each role lands in one cluster: the roles are far apart
     for role in ("pmm", "de", "chef"):
@@ -95,7 +96,7 @@ def test_crash_in_the_middle_of_a_build_leaves_the_previous_index(tmp_path, inde
     reopened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
     assert reopened.manifest == index.manifest and len(reopened) == len(docs)
     names = {c.name for c in index.store.client.list_collections()}
-    assert names == {"cluster_index.manifest", "cluster_index.g1.nodes", "cluster_index.g1.centroids"}
+    assert names == {"cluster_index.manifest", "cluster_index.g1.nodes", "cluster_index.g1.centroids", "cluster_index.g1.assign"}
 
 
 def test_rebuild_replaces_and_cleans_up_the_old_generation(tmp_path, index, embed_model, docs):
@@ -143,8 +144,8 @@ def test_recluster_keeps_every_node(tmp_path, index, embed_model):
 
 
 def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
-    """A query that read the old generation just before a recluster dropped it fetches
-    its winners from the new generation (same ids) instead of failing."""
+    """A recluster that lands between a query's scan and its fetch changes nothing for that
+    query: the data is never copied or dropped by a recluster, only centroids and assignments."""
     from cluster_retriever.embeddings import embed_query
 
     query = embed_query(embed_model, "warehouse modeling")
@@ -152,10 +153,10 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
     old_generation = index.manifest.generation
     fetch = index.store.fetch
 
-    def fetch_after_recluster(generation, ids):
-        if generation == old_generation and index.manifest.generation == old_generation:
+    def fetch_after_recluster(data, ids):
+        if index.manifest.generation == old_generation:
             index.recluster(n_clusters=2)  # lands between this query's scan and its fetch
-        return fetch(generation, ids)
+        return fetch(data, ids)
 
     index.store.fetch = fetch_after_recluster
     hits = index.search(query, 5, mode="flat").hits
