@@ -14,7 +14,7 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
-from cluster_retriever.index import ClusterIndex, SearchResult, SearchStats, check_positive_int
+from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, SearchResult, SearchStats, check_positive_int
 from cluster_retriever.routing import MODES, Mode
 
 RetrievalStats = SearchStats
@@ -31,7 +31,10 @@ class ClusterRetriever(BaseRetriever):
             ``"strict"`` (the nearest cluster only: the hard noise filter; the next nearest
             clusters join only when it holds fewer than ``similarity_top_k`` nodes).
         n_probe: how many nearest clusters to search in routed mode; ``None`` (default)
-            probes adaptively, more clusters when the query sits near a cluster boundary.
+            probes adaptively: as many documents as reach ``target_recall``, by the index's
+            own calibration, plus boundary clusters.
+        target_recall: the share of exact search's top-k that adaptive routing promises
+            (calibrated per index on pseudo-queries from its own data, see ``calibration``).
         boundary_margin: how close (in cosine) a further centroid must be to the last
             probed one for adaptive probing to search it too.
         filters, node_ids, doc_ids: LlamaIndex ``MetadataFilters`` (Chroma's operators,
@@ -61,6 +64,7 @@ class ClusterRetriever(BaseRetriever):
         filters: MetadataFilters | None = None,
         node_ids: list[str] | None = None,
         doc_ids: list[str] | None = None,
+        target_recall: float = DEFAULT_TARGET_RECALL,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **kwargs: Any,
@@ -73,6 +77,9 @@ class ClusterRetriever(BaseRetriever):
         self.n_probe = check_positive_int("n_probe", n_probe, allow_none=True)
         self.boundary_margin = float(boundary_margin)
         self.filters, self.node_ids, self.doc_ids = filters, node_ids, doc_ids
+        if not 0.0 < target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], not {target_recall!r}.")
+        self.target_recall = float(target_recall)
         # Per thread and per asyncio task: concurrent callers never read each other's stats.
         self._last_stats: ContextVar[SearchStats | None] = ContextVar(f"last_stats_{id(self)}", default=None)
         self._latest: SearchStats | None = None
@@ -96,6 +103,7 @@ class ClusterRetriever(BaseRetriever):
             filters=self.filters,
             node_ids=self.node_ids,
             doc_ids=self.doc_ids,
+            target_recall=self.target_recall,
         )
         self._remember(result.stats)
         return result

@@ -25,14 +25,14 @@ like k ** (-2/3) as the corpus, and k, grow. Counting documents rather than clus
 share (and the latency) when KMeans leaves clusters of very different sizes."""
 
 
-def budget_in_clusters(n_clusters: int) -> float:
-    """The adaptive default's budget, in clusters of mean size."""
-    return float(PROBE_FACTOR * n_clusters ** (1 / 3))
+def budget_in_clusters(n_clusters: int, factor: float = PROBE_FACTOR) -> float:
+    """The adaptive budget, in clusters of mean size."""
+    return float(factor * n_clusters ** (1 / 3))
 
 
-def default_scan_budget(sizes: np.ndarray) -> float:
-    """Documents the adaptive default scans before its boundary extension."""
-    return budget_in_clusters(len(sizes)) * float(sizes.sum()) / len(sizes)
+def default_scan_budget(sizes: np.ndarray, factor: float = PROBE_FACTOR) -> float:
+    """Documents the adaptive rule scans before its boundary extension."""
+    return budget_in_clusters(len(sizes), factor) * float(sizes.sum()) / len(sizes)
 
 
 def route(
@@ -43,6 +43,7 @@ def route(
     n_probe: int | None = None,
     boundary_margin: float = 0.01,
     min_docs: int = 0,
+    budget_factor: float | None = None,
 ) -> np.ndarray | None:
     """Cluster ids to scan, nearest first; ``None`` means all of them. The probed clusters
     always hold at least ``min_docs`` documents (or all there are), so a query asking for
@@ -58,7 +59,8 @@ def route(
     if mode == "strict" or n_probe is not None:
         chosen = _nearest(similarity, min(n_nonempty, 1 if mode == "strict" else n_probe or 1))
     else:
-        order, base = _nearest_within_budget(similarity, sizes, n_nonempty)
+        factor = PROBE_FACTOR if budget_factor is None else budget_factor
+        order, base = _nearest_within_budget(similarity, sizes, n_nonempty, factor)
         # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
         threshold = similarity[order[base - 1]] - boundary_margin
         n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
@@ -70,12 +72,12 @@ def route(
     return order[: max(len(chosen), min(enough, n_nonempty))]
 
 
-def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty: int) -> tuple[np.ndarray, int]:
+def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty: int, factor: float) -> tuple[np.ndarray, int]:
     """The head of the nearest-first order, long enough for the budget and its extension, and
     how many of its clusters the budget takes. Sorts a few times the expected count first and
     the whole order only when the nearest clusters are unusually small."""
-    budget = default_scan_budget(sizes)
-    count = min(n_nonempty, 4 * math.ceil(budget_in_clusters(len(sizes))))
+    budget = default_scan_budget(sizes, factor)
+    count = min(n_nonempty, 4 * math.ceil(budget_in_clusters(len(sizes), factor)))
     while True:
         order = _nearest(similarity, count)
         base = min(count, int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1)

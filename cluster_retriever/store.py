@@ -23,6 +23,7 @@ manifest that names it, so a crash in the middle leaves the previous index reada
 from __future__ import annotations
 
 import ctypes
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,7 @@ from chromadb.config import Settings
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError
 
@@ -85,9 +86,20 @@ class Manifest(BaseModel):
     data_collection: str = Field(description="The Chroma collection holding the documents and embeddings.")
     owns_data: bool = Field(description="False when the data collection is the app's own (adopted, zero copy).")
     clustered_count: int = Field(0, description="Records when the clusters were last fitted.")
+    calibration: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Probe budget per depth and recall target, measured on this index's data."
+    )
     version: int = Field(0, description="Bumped by every committed write (add, delete, build, recluster).")
     random_state: int = Field(0, description="KMeans seed.")
     updated_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _parse_calibration(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value  # Chroma metadata holds only scalars
+
+    def to_record(self) -> dict[str, Any]:
+        return {**self.model_dump(), "calibration": json.dumps(self.calibration)}
 
     def bumped(self, **changes: Any) -> Manifest:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -201,7 +213,7 @@ class ChromaStore:
         collection: Any = self.client.get_or_create_collection(self._manifest_name, embedding_function=None)
         token = uuid.uuid4().hex
         record_id = _version_id(manifest.version)
-        collection.add(ids=[record_id], embeddings=[[0.0]], metadatas=[{**manifest.model_dump(), "writer": token}])
+        collection.add(ids=[record_id], embeddings=[[0.0]], metadatas=[{**manifest.to_record(), "writer": token}])
         stored = collection.get(ids=[record_id], include=["metadatas"])["metadatas"]
         if not stored or stored[0].get("writer") != token:
             raise ConcurrentWriteError(
@@ -324,9 +336,7 @@ class ChromaStore:
         self, data: str, ids: Sequence[str] | None, where: dict[str, Any] | None
     ) -> list[tuple[str, str, dict[str, Any]]]:
         """(id, text, metadata) of the records with these ids and/or matching ``where``."""
-        found = self._call(
-            data, lambda c: c.get(ids=list(ids) if ids else None, where=where, include=["documents", "metadatas"])
-        )
+        found = self._call(data, lambda c: c.get(ids=list(ids) if ids else None, where=where, include=["documents", "metadatas"]))
         return [(i, d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)]
 
     def ids_where(self, data: str, where: dict[str, Any]) -> list[str]:

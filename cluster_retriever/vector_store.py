@@ -29,7 +29,7 @@ from llama_index.core.vector_stores.types import (
 from cluster_retriever.clustering import NClusters
 from cluster_retriever.embeddings import unit_rows
 from cluster_retriever.errors import IndexNotFoundError
-from cluster_retriever.index import ClusterIndex, check_positive_int
+from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, check_positive_int
 from cluster_retriever.routing import MODES, Mode
 from cluster_retriever.store import chroma_where, source_client, source_collection, write_nodes
 
@@ -56,6 +56,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
     mode: Mode = Field(default="routed", description=f"One of {MODES}.")
     n_probe: int | None = Field(default=None, description="Clusters probed; None: the adaptive default.")
     boundary_margin: float = Field(default=0.01, description="Cosine margin for probing past a cluster boundary.")
+    target_recall: float = Field(default=DEFAULT_TARGET_RECALL, gt=0, le=1, description="Share of exact search's top-k promised.")
 
     _index: ClusterIndex | None = PrivateAttr(default=None)
     _collection: Any = PrivateAttr(default=None)
@@ -109,7 +110,8 @@ class ClusterVectorStore(BasePydanticVectorStore):
     def _adopt_collection(self) -> ClusterIndex:
         options = dict(self._adopt)
         return ClusterIndex.from_vector_store(
-            self._collection, **{k: options[k] for k in ("client", "name", "embed_model", "n_clusters", "random_state", "show_progress")}
+            self._collection,
+            **{k: options[k] for k in ("client", "name", "embed_model", "n_clusters", "random_state", "show_progress")},
         )
 
     @classmethod
@@ -197,6 +199,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
             filters=query.filters,
             node_ids=query.node_ids,
             doc_ids=query.doc_ids,
+            target_recall=self.target_recall,
         )
         return VectorStoreQueryResult(
             nodes=[hit.node for hit in result.hits],
