@@ -25,6 +25,7 @@ for _key, _value in {
 
 import typer  # noqa: E402
 
+from cluster_retriever.evaluation.analysis import comparisons, drill_down  # noqa: E402
 from cluster_retriever.evaluation.report import print_tables, write_report  # noqa: E402
 from cluster_retriever.evaluation.runner import DEFAULT_MODELS, RETRIEVAL_MODES, EvalConfig, run_grid, sample_queries  # noqa: E402
 
@@ -73,9 +74,12 @@ def main(
         cache_dir=cache_dir,
     )
     data, results = run_grid(config)
-    n_queries = len(sample_queries(data, config.max_queries, config.seed))
-    print_tables(data.name, n_queries, results)
-    files = write_report(data.name, n_queries, results, out, "python eval/run_ragas.py " + shlex.join(sys.argv[1:]))
+    queries = sample_queries(data, config.max_queries, config.seed)
+    family = comparisons(results)
+    drill = {r.model: drill_down(r, data, queries) for r in results if r.rankings.get("routed")}
+    print_tables(data.name, len(queries), results, family)
+    command = "python eval/run_ragas.py " + shlex.join(sys.argv[1:])
+    files = write_report(data.name, len(queries), results, out, command, family, drill)
     typer.echo("wrote " + ", ".join(str(p) for p in files.values()))
 
 

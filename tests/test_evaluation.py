@@ -81,25 +81,40 @@ def test_run_ragas_end_to_end(tmp_path):
     runs = {(r["model"], r.get("mode")): r for r in results["runs"]}
     assert "error" in runs[("no-such-model-xyz", None)]  # reported, and the run went on
     for model in ("all-MiniLM-L6-v2", "tokenlearn-static-model-64d"):
-        assert {mode for m, mode in runs if m == model} == {"flat", "routed", "strict"}
-        for mode in ("flat", "routed", "strict"):
+        assert {mode for m, mode in runs if m == model} == {"flat", "routed", "strict", "hybrid"}
+        for mode in ("flat", "routed", "strict", "hybrid"):
             run = runs[(model, mode)]
             assert 0 <= run["metrics"]["ndcg@10"] <= 1 and 0 < run["cost"]["fraction_scanned"] <= 1
             assert set(run["metrics"]) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10", "ragas_id_context_recall@10"}
+            # per-query scores and a bootstrap interval that holds the mean
+            assert len(run["per_query"]["ndcg@10"]) == 3
+            low, high = run["ci"]["ndcg@10"]
+            assert low <= run["metrics"]["ndcg@10"] <= high
+    # BM25 is a row of its own; every comparison carries a Holm-adjusted p-value
+    assert runs[("bm25", "lexical")]["metrics"]["ndcg@10"] > 0
+    comparisons = results["comparisons"]
+    assert comparisons and all(c["p_holm"] >= c["p_value"] for c in comparisons)
+    pairs = {(c["a"], c["b"]) for c in comparisons}
+    assert ("all-MiniLM-L6-v2 routed", "all-MiniLM-L6-v2 flat") in pairs
+    assert ("bm25 lexical", "all-MiniLM-L6-v2 flat") in pairs
+    assert results["verdict"].startswith("On mini, ") and "nDCG@10" in results["verdict"]
     # the roles are easy to tell apart; metrics cover the 3 sampled queries only
     assert runs[("all-MiniLM-L6-v2", "flat")]["metrics"]["ndcg@10"] > 0.9
     assert runs[("all-MiniLM-L6-v2", "flat")]["cost"]["fraction_scanned"] == 1.0
     assert results["clusters"]["all-MiniLM-L6-v2"]["n_clusters"] >= 2
     report = (out / "report.md").read_text()
     assert "| all-MiniLM-L6-v2 | routed |" in report and "FAILED" in report
-    for png in ("ndcg_by_model_mode.png", "clusters.png"):
+    assert "**Verdict.** On mini" in report and "[95% CI]" in report and "Pareto front" in report
+    assert "## Where routed loses against exact search" in report
+    for png in ("ndcg_by_model_mode.png", "clusters.png", "quality_vs_cost.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "nDCG@10" in first.stdout
     cached = sorted(p.name for p in (tmp_path / "cache" / "mini").iterdir())
     assert cached == ["sentence-transformers_all-MiniLM-L6-v2.npz", "tokenlearn-static-model-64d.npz"]
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert second.returncode == 0
-    assert json.loads((out / "results.json").read_text())["runs"][0]["metrics"] == results["runs"][0]["metrics"]
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"][1]["metrics"] == results["runs"][1]["metrics"] and again["comparisons"] == comparisons
 
 
 def test_help_explains_every_option():

@@ -57,6 +57,11 @@ class CachedEmbedding(BaseEmbedding):
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)
 
+    @property
+    def inner(self) -> BaseEmbedding:
+        """The wrapped model, bypassing the cache (for timing it)."""
+        return self._inner
+
     def save(self) -> None:
         if not self._dirty:
             return

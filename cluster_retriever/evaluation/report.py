@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.decomposition import PCA
 
+from cluster_retriever.evaluation.analysis import pareto_front, verdict
 from cluster_retriever.evaluation.runner import ModelRun
+from cluster_retriever.evaluation.statistics import Comparison
 
 COLUMNS = [
-    ("nDCG@10", "metrics", "ndcg@10", "{:.3f}"),
     ("R@10", "metrics", "recall@10", "{:.3f}"),
-    ("R@100", "metrics", "recall@100", "{:.3f}"),
     ("MRR@10", "metrics", "mrr@10", "{:.3f}"),
     ("ctxP(id)", "metrics", "ragas_id_context_precision@10", "{:.3f}"),
     ("ctxR(id)", "metrics", "ragas_id_context_recall@10", "{:.3f}"),
@@ -52,15 +53,40 @@ def to_json(dataset: str, n_queries: int, results: list[ModelRun]) -> dict[str, 
     return {"dataset": dataset, "queries": n_queries, "runs": runs, "clusters": clusters}
 
 
-def rows(results: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
+def _with_ci(run: dict[str, Any], metric: str, mark: str) -> str:
+    low, high = run.get("ci", {}).get(metric, (math.nan, math.nan))
+    return f"{run['metrics'][metric]:.3f}{mark} [{low:.3f}, {high:.3f}]"
+
+
+def _marks(name: str, metric: str, family: list[Comparison]) -> str:
+    """* : differs significantly from exact search (flat) of the same model;
+    † : significantly below the best row of its mode."""
+    mark = ""
+    for c in family:
+        if c.metric != metric or not c.significant or name not in (c.a, c.b):
+            continue
+        other = c.b if c.a == name else c.a
+        if other.endswith(" flat") and other.split(" ")[0] == name.split(" ")[0]:
+            mark += "*"
+        elif other.split(" ")[-1] == name.split(" ")[-1] and c.better == other:
+            mark += "†"
+    return "".join(sorted(set(mark), reverse=True))
+
+
+def rows(results: list[ModelRun], family: list[Comparison] | None = None) -> tuple[list[str], list[list[str]]]:
+    family = family or []
     with_llm = any("faithfulness" in run["metrics"] for r in results for run in r.runs)
-    header = ["model", "mode"] + [c[0] for c in COLUMNS] + ([c[0] for c in LLM_COLUMNS] if with_llm else [])
+    header = ["model", "mode", "nDCG@10 [95% CI]", "R@100 [95% CI]"] + [c[0] for c in COLUMNS]
+    header += [c[0] for c in LLM_COLUMNS] if with_llm else []
     body = []
     for result in results:
         if result.error:
             body.append([result.model, "FAILED", result.error[:80]] + [""] * (len(header) - 3))
         for run in result.runs:
-            cells = [result.model, run["mode"]] + [_fmt(run[group].get(key), pattern) for _, group, key, pattern in COLUMNS]
+            name = f"{result.model} {run['mode']}"
+            cells = [result.model, run["mode"]]
+            cells += [_with_ci(run, metric, _marks(name, metric, family)) for metric in ("ndcg@10", "recall@100")]
+            cells += [_fmt(run[group].get(key), pattern) for _, group, key, pattern in COLUMNS]
             if with_llm:
                 cells += [_fmt(run["metrics"].get(key), "{:.3f}") for _, key in LLM_COLUMNS]
             body.append(cells)
@@ -83,16 +109,54 @@ def cluster_rows(results: list[ModelRun]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def print_tables(dataset: str, n_queries: int, results: list[ModelRun], console: Console | None = None) -> None:
-    console = console or Console(width=200)
+def cost_rows(results: list[ModelRun], front: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "docs/s (embedding)", "dimension", "index MB", "best nDCG@10", "Pareto front"]
+    body = []
+    for r in results:
+        if r.error or not r.runs:
+            continue
+        best = max(run["metrics"]["ndcg@10"] for run in r.runs)
+        body.append(
+            [
+                r.model,
+                f"{r.cost.get('docs_per_s', 0):.0f}",
+                f"{r.cost.get('dimension', 0):.0f}" if r.cost.get("dimension") else "sparse",
+                f"{r.cost.get('index_mb', 0):.1f}",
+                f"{best:.3f}",
+                "yes" if r.model in front else "",
+            ]
+        )
+    return header, body
+
+
+def _quality_and_speed(results: list[ModelRun]) -> dict[str, tuple[float, float]]:
+    return {
+        r.model: (r.cost.get("docs_per_s", 0.0), max(run["metrics"]["ndcg@10"] for run in r.runs))
+        for r in results
+        if not r.error and r.runs and r.cost.get("docs_per_s")
+    }
+
+
+def print_tables(
+    dataset: str,
+    n_queries: int,
+    results: list[ModelRun],
+    family: list[Comparison] | None = None,
+    console: Console | None = None,
+) -> None:
+    console = console or Console(width=220)
+    front = pareto_front(_quality_and_speed(results))
     for title, (header, body) in (
-        (f"{dataset}: retrieval ({n_queries} queries)", rows(results)),
+        (f"{dataset}: retrieval ({n_queries} queries)", rows(results, family)),
+        (f"{dataset}: cost", cost_rows(results, front)),
         (f"{dataset}: clusters", cluster_rows(results)),
     ):
         table = Table(*header, title=title)
         for row in body:
             table.add_row(*row)
         console.print(table)
+    if family is not None:
+        console.print(verdict(dataset, results, family))
 
 
 def _markdown(header: list[str], body: list[list[str]]) -> str:
@@ -108,12 +172,19 @@ def plot_ndcg(results: list[ModelRun], path: Path) -> None:
     ax = fig.subplots()
     width = 0.8 / max(len(modes), 1)
     for offset, mode in enumerate(modes):
-        values = [next((run["metrics"]["ndcg@10"] for run in r.runs if run["mode"] == mode), 0.0) for r in results if r.runs]
-        bars = ax.bar(np.arange(len(models)) + offset * width, values, width, label=mode)
+        found = [next((run for run in r.runs if run["mode"] == mode), None) for r in results if r.runs]
+        values = [run["metrics"]["ndcg@10"] if run else 0.0 for run in found]
+        errors = np.array(
+            [
+                [v - run["ci"]["ndcg@10"][0], run["ci"]["ndcg@10"][1] - v] if run and "ci" in run else [0.0, 0.0]
+                for v, run in zip(values, found, strict=True)
+            ]
+        ).T
+        bars = ax.bar(np.arange(len(models)) + offset * width, values, width, yerr=errors, capsize=2, label=mode)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     ax.set_xticks(np.arange(len(models)) + width * (len(modes) - 1) / 2, models, fontsize=8)
     ax.set_ylabel("nDCG@10")
-    ax.set_title("nDCG@10 by embedding model and retrieval mode")
+    ax.set_title("nDCG@10 by embedding model and retrieval mode (95% bootstrap CI)")
     ax.set_ylim(0, 1.08 * max([run["metrics"]["ndcg@10"] for r in results for run in r.runs] + [0.1]))
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -126,8 +197,18 @@ def plot_clusters(result: ModelRun, path: Path) -> None:
     points = pca.transform(sample["vectors"])
     query = pca.transform(sample["query"][None, :])[0]
     probed = np.isin(sample["clusters"], sample["probed"])
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
+    labels = sample.get("labels")
+    fig = Figure(figsize=(14, 6) if labels is not None else (7, 6))
+    axes = fig.subplots(1, 2) if labels is not None else [fig.subplots()]
+    if labels is not None:  # do the clusters follow the dataset's own categories?
+        for category in sorted(set(labels)):
+            chosen = np.asarray(labels) == category
+            axes[1].scatter(points[chosen, 0], points[chosen, 1], s=6, label=category)
+        axes[1].set_title(
+            f"the same documents by their label (cluster purity {result.clusters.get('purity', 0):.2f})", fontsize=9
+        )
+        axes[1].legend(fontsize=8, markerscale=2)
+    ax = axes[0]
     ax.scatter(points[~probed, 0], points[~probed, 1], s=6, c="lightgray", label="other clusters")
     ax.scatter(
         points[probed, 0],
@@ -144,25 +225,96 @@ def plot_clusters(result: ModelRun, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_report(dataset: str, n_queries: int, results: list[ModelRun], out: Path, command: str) -> dict[str, Path]:
+def plot_cost(results: list[ModelRun], path: Path) -> None:
+    points = _quality_and_speed(results)
+    front = pareto_front(points)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, (speed, quality) in points.items():
+        ax.scatter(speed, quality, s=60, c="tab:red" if name in front else "tab:gray", zorder=3)
+        ax.annotate(name, (speed, quality), fontsize=8, xytext=(5, 4), textcoords="offset points")
+    if len(front) > 1:
+        ax.plot([points[n][0] for n in front], [points[n][1] for n in front], c="tab:red", lw=1, ls="--", label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("embedding throughput, documents/s (log scale)")
+    ax.set_ylabel("best nDCG@10 over modes")
+    ax.set_title("quality against cost: red models are worth their cost", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _drill_markdown(drill: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["## Where routed loses against exact search\n"]
+    for model, cases in drill.items():
+        if not cases:
+            lines.append(f"{model}: routed never scores below flat on a query.\n")
+            continue
+        lines.append(f"**{model}** (five largest nDCG@10 drops; rank: where flat ranked each relevant document routed missed)\n")
+        lines.append("| query | nDCG@10 drop | clusters probed | missed relevant: rank in flat |")
+        lines.append("|---|---|---|---|")
+        for case in cases:
+            missed = (
+                ", ".join(f"{doc} (#{rank})" for doc, rank in case["missed_relevant_flat_rank"].items()) or "none (order only)"
+            )
+            lines.append(
+                f"| {case['query'][:70].replace('|', '/')} | {case['ndcg_drop']:.3f} | {case['clusters_probed']} | {missed} |"
+            )
+        lines.append("")
+    return lines
+
+
+def write_report(
+    dataset: str,
+    n_queries: int,
+    results: list[ModelRun],
+    out: Path,
+    command: str,
+    family: list[Comparison] | None = None,
+    drill: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "results.json", "report": out / "report.md", "ndcg": out / "ndcg_by_model_mode.png"}
-    files["json"].write_text(json.dumps(to_json(dataset, n_queries, results), indent=2))
+    family = family or []
+    files = {
+        "json": out / "results.json",
+        "report": out / "report.md",
+        "ndcg": out / "ndcg_by_model_mode.png",
+        "cost": out / "quality_vs_cost.png",
+    }
+    payload = to_json(dataset, n_queries, results)
+    payload["comparisons"] = [{**asdict(c), "significant": c.significant} for c in family]
+    payload["verdict"] = verdict(dataset, results, family)
+    payload["drill_down"] = drill or {}
+    files["json"].write_text(json.dumps(payload, indent=2))
     plot_ndcg(results, files["ndcg"])
+    plot_cost(results, files["cost"])
     plotted = next((r for r in results if not r.error and "projection" in r.clusters), None)
     if plotted is not None:
         files["clusters"] = out / "clusters.png"
         plot_clusters(plotted, files["clusters"])
+    front = pareto_front(_quality_and_speed(results))
     report = [
         f"# Retrieval evaluation: {dataset}",
         f"\n`{command}` ({n_queries} queries)\n",
+        f"**Verdict.** {payload['verdict']}\n",
         "## Retrieval\n",
-        _markdown(*rows(results)),
-        "\nscanned: mean fraction of the corpus scanned per query; p50/p95: retrieval latency, query embedding excluded.\n",
+        _markdown(*rows(results, family)),
+        "\n95% CI: bootstrap over queries (BCa, seeded). `*`: differs significantly from exact search (flat) of the "
+        "same model; `†`: significantly below the best row of its mode (paired two-sided t-test over the same queries, "
+        "Holm-adjusted over every comparison on this dataset, p < 0.05). routed: the calibrated routing itself (the library "
+        "scans corpora this small exactly by default). hybrid: reciprocal rank fusion (k = 60) of BM25 and routed. bm25: "
+        "bm25s defaults (k1 1.5, b 0.75), lower-cased word tokens, English stop words, no stemming. scanned: mean fraction "
+        "of the corpus scanned per query; p50/p95: retrieval latency, query embedding excluded.\n",
+        "## Cost\n",
+        _markdown(*cost_rows(results, front)),
+        "\ndocs/s: embedding throughput measured in this run on the first 64 documents (not the cache); index MB: the "
+        "in-memory vectors and centroids.\n",
+        "![quality against cost](quality_vs_cost.png)\n",
         "## Clusters\n",
         _markdown(*cluster_rows(results)),
         "\n![nDCG@10 by model and mode](ndcg_by_model_mode.png)\n",
     ]
+    report += _drill_markdown(drill or {})
     if "clusters" in files:
         report.append("![clusters and the probed clusters of one query](clusters.png)\n")
     files["report"].write_text("\n".join(report))

@@ -16,7 +16,9 @@ from tqdm.auto import tqdm
 
 from cluster_retriever.datasets import BeirDataset, load_bbc_news, load_beir
 from cluster_retriever.embeddings import embed_query, resolve_embed_model
+from cluster_retriever.evaluation import statistics
 from cluster_retriever.evaluation.embedding_cache import CachedEmbedding
+from cluster_retriever.evaluation.lexical import BM25Ranker, reciprocal_rank_fusion
 from cluster_retriever.evaluation.metrics import cluster_quality, ir_metrics, ragas_id_metrics, ragas_llm_metrics
 from cluster_retriever.index import ClusterIndex
 from cluster_retriever.rerank.pairwise import PairwiseLLMReranker
@@ -25,8 +27,12 @@ from cluster_retriever.retriever import ClusterRetriever
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("all-MiniLM-L6-v2", "tokenlearn-static-model-64d", "multilingual-e5-small-q4")
-RETRIEVAL_MODES = ("flat", "routed", "strict")
+RETRIEVAL_MODES = ("flat", "routed", "strict", "hybrid")
 RERANK_MODE = "routed+rerank"
+HYBRID_MODE = "hybrid"  # reciprocal rank fusion of BM25 and routed dense search
+LEXICAL = "bm25"
+THROUGHPUT_SAMPLE = 64
+SIGNIFICANCE_METRICS = ("ndcg@10", "recall@100")
 DEPTH = 100  # results kept per query, for recall@100
 
 
@@ -53,6 +59,9 @@ class ModelRun:
     error: str | None = None
     clusters: dict[str, Any] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)  # throughput, dimension, index memory
+    rankings: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # mode -> qid -> doc -> score
+    probes: dict[str, list[int]] = field(default_factory=dict)  # routed: qid -> clusters probed
 
 
 def load_dataset(config: EvalConfig) -> BeirDataset:
@@ -89,6 +98,9 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
             started = time.perf_counter()
             index = ClusterIndex.build(data.corpus, path=chroma_dir, embed_model=embedder)
             build_s = time.perf_counter() - started
+            # Measure the routing itself: the library scans corpora this small exactly by default.
+            index.exact_scan_max_floats = 0
+            result.cost = _cost(embedder, index, data)
             embedder.save()
             vectors = {qid: embed_query(embedder, text) for qid, text in tqdm(queries.items(), desc=f"queries {name}", unit="q")}
             embedder.save()
@@ -100,16 +112,38 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
                 **cluster_quality(index.lists.vectors, index.lists.labels, labels, config.seed),
             }
             for mode in config.modes:
-                result.runs.append(_run_mode(index, mode, queries, vectors, data, config))
-            result.clusters["projection"] = _projection_sample(index, vectors, queries)
+                if mode != HYBRID_MODE:
+                    result.runs.append(_run_mode(index, mode, queries, vectors, data, config, result))
+            result.clusters["projection"] = _projection_sample(index, vectors, queries, labels_by_id)
     except Exception as exc:  # reported in the table; the other models go on
         logger.exception("model %s failed", name)
         result.error = f"{type(exc).__name__}: {exc}"
     return result
 
 
+def _cost(embedder: CachedEmbedding, index: ClusterIndex, data: BeirDataset) -> dict[str, float]:
+    """Embedding throughput on a fixed sample of documents (through the model, not the cache),
+    the vector dimension, and the memory the in-memory index holds."""
+    sample = [doc.get_content() for doc in data.corpus[:THROUGHPUT_SAMPLE]]
+    started = time.perf_counter()
+    embedder.inner.get_text_embedding_batch(sample)
+    seconds = time.perf_counter() - started
+    lists = index.lists
+    return {
+        "docs_per_s": len(sample) / max(seconds, 1e-9),
+        "dimension": float(lists.dim),
+        "index_mb": (lists.vectors.nbytes + lists.centroids.nbytes) / 1e6,
+    }
+
+
 def _run_mode(
-    index: ClusterIndex, mode: str, queries: dict[str, str], vectors: dict[str, np.ndarray], data: BeirDataset, config: EvalConfig
+    index: ClusterIndex,
+    mode: str,
+    queries: dict[str, str],
+    vectors: dict[str, np.ndarray],
+    data: BeirDataset,
+    config: EvalConfig,
+    model_run: ModelRun,
 ) -> dict[str, Any]:
     rerank = mode == RERANK_MODE
     retriever = ClusterRetriever(index, similarity_top_k=DEPTH, mode="routed" if rerank else mode)  # type: ignore[arg-type]
@@ -127,6 +161,8 @@ def _run_mode(
         latencies.append((time.perf_counter() - started) * 1000)
         hits = found.hits
         scanned.append(found.stats.fraction_scanned)
+        if mode == "routed":
+            model_run.probes[qid] = [found.stats.clusters_probed]
         if reranker is not None:
             reranked = reranker.rerank(hits[: config.rerank_depth], bundle)
             head = reranked.nodes
@@ -135,18 +171,17 @@ def _run_mode(
             hits = head + [h for h in hits if h.node.node_id not in seen]
         run[qid] = {h.node.node_id: float(len(hits) - rank) for rank, h in enumerate(hits)}
         contexts[qid] = [h.node.get_content() for h in hits[: config.top_k]]
-    qrels = {qid: data.qrels[qid] for qid in queries}  # only the evaluated sample
-    metrics = ir_metrics(qrels, run)
-    metrics.update(ragas_id_metrics(queries, qrels, run, config.top_k))
+    model_run.rankings[mode] = run
     cost = {
         "fraction_scanned": float(np.mean(scanned)),
         "query_ms_p50": float(np.percentile(latencies, 50)),
         "query_ms_p95": float(np.percentile(latencies, 95)),
         "llm_calls_per_query": float(np.mean(llm_calls)) if llm_calls else 0.0,
     }
+    scored = _scored(mode, run, data, queries, cost, config.top_k)
     if reranker is not None:
-        metrics.update(_llm_metrics(queries, contexts, data, config, index))
-    return {"mode": mode, "metrics": metrics, "cost": cost}
+        scored["metrics"].update(_llm_metrics(queries, contexts, data, config, index))
+    return scored
 
 
 def _llm_metrics(
@@ -171,7 +206,9 @@ def _llm_metrics(
     return ragas_llm_metrics(samples, llm, index.embed_model)
 
 
-def _projection_sample(index: ClusterIndex, vectors: dict[str, np.ndarray], queries: dict[str, str]) -> dict[str, Any]:
+def _projection_sample(
+    index: ClusterIndex, vectors: dict[str, np.ndarray], queries: dict[str, str], labels_by_id: dict[str, Any]
+) -> dict[str, Any]:
     """What the cluster plot needs: a sample of document vectors, their clusters, one query and its probes."""
     from cluster_retriever.routing import route
 
@@ -186,6 +223,7 @@ def _projection_sample(index: ClusterIndex, vectors: dict[str, np.ndarray], quer
         "query": query,
         "query_text": queries[qid],
         "probed": [] if probed is None else [int(c) for c in probed],
+        "labels": [str(labels_by_id[i]) for i in lists.ids[rows]] if all(labels_by_id.values()) else None,
     }
 
 
@@ -194,4 +232,54 @@ def run_grid(config: EvalConfig) -> tuple[BeirDataset, list[ModelRun]]:
     queries = sample_queries(data, config.max_queries, config.seed)
     modes = tuple(config.modes) + ((RERANK_MODE,) if config.llm and RERANK_MODE not in config.modes else ())
     config.modes = modes
-    return data, [evaluate_model(name, data, queries, config) for name in config.models]
+    results = [evaluate_model(name, data, queries, config) for name in config.models]
+    lexical = _lexical_run(data, queries)
+    if HYBRID_MODE in modes:
+        for result in results:
+            if "routed" in result.rankings:
+                result.runs.append(_hybrid_run(result, lexical.rankings["lexical"], data, queries, config))
+    return data, [lexical, *results]
+
+
+def _lexical_run(data: BeirDataset, queries: dict[str, str]) -> ModelRun:
+    """BM25 as a row beside the embedding models."""
+    started = time.perf_counter()
+    ranker = BM25Ranker([d.doc_id for d in data.corpus], [d.get_content() for d in data.corpus])
+    build_s = time.perf_counter() - started
+    result = ModelRun(model=LEXICAL, clusters={"build_s": build_s})
+    started = time.perf_counter()
+    run = ranker.rank(queries, DEPTH)
+    per_query_ms = (time.perf_counter() - started) * 1000 / max(len(queries), 1)
+    result.rankings["lexical"] = run
+    result.cost = {"docs_per_s": len(data.corpus) / max(build_s, 1e-9), "dimension": 0.0, "index_mb": 0.0}
+    result.runs.append(_scored("lexical", run, data, queries, {"fraction_scanned": 1.0, "query_ms_p50": per_query_ms}))
+    return result
+
+
+def _hybrid_run(
+    result: ModelRun, lexical: dict[str, dict[str, float]], data: BeirDataset, queries: dict[str, str], config: EvalConfig
+) -> dict[str, Any]:
+    run = {
+        qid: reciprocal_rank_fusion(result.rankings["routed"].get(qid, {}), lexical.get(qid, {}), depth=DEPTH) for qid in queries
+    }
+    result.rankings[HYBRID_MODE] = run
+    routed_cost = next(r["cost"] for r in result.runs if r["mode"] == "routed")
+    return _scored(HYBRID_MODE, run, data, queries, {"fraction_scanned": routed_cost["fraction_scanned"]})
+
+
+def _scored(
+    mode: str,
+    run: dict[str, dict[str, float]],
+    data: BeirDataset,
+    queries: dict[str, str],
+    cost: dict[str, float],
+    top_k: int = 10,
+) -> dict[str, Any]:
+    """IR and RAGAS-ID metrics over the evaluated sample of queries, with per-query scores
+    and bootstrap confidence intervals for nDCG@10 and recall@100."""
+    qrels = {qid: data.qrels[qid] for qid in queries}
+    metrics = ir_metrics(qrels, run)
+    metrics.update(ragas_id_metrics(queries, qrels, run, top_k))
+    per_query = {metric: statistics.per_query(qrels, run, metric) for metric in SIGNIFICANCE_METRICS}
+    ci = {metric: list(statistics.confidence_interval(list(scores.values()))) for metric, scores in per_query.items()}
+    return {"mode": mode, "metrics": metrics, "cost": cost, "per_query": per_query, "ci": ci}
