@@ -48,6 +48,7 @@ from cluster_retriever.routing import Mode, route
 from cluster_retriever.store import (
     CLUSTER_ID_KEY,
     ChromaStore,
+    ClientAPI,
     GenerationGone,
     Manifest,
     chroma_where,
@@ -60,8 +61,6 @@ from cluster_retriever.store import (
 )
 
 if TYPE_CHECKING:
-    from chromadb.api import ClientAPI
-
     from cluster_retriever.retriever import ClusterRetriever
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from typing import Any
 
 import chromadb
 import numpy as np
-from chromadb.api import ClientAPI
+from chromadb.api import ClientAPI as ClientAPI  # re-exported: the client type, for the modules above
 from chromadb.config import Settings
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import MetadataFilters

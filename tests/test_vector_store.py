@@ -95,6 +95,23 @@ def test_a_llamaindex_app_runs_unchanged_on_the_cluster_store(tmp_path):
 
     assert [[n.node.node_id for n in hits] for hits in asyncio.run(many())] == sync
 
+    # refresh_ref_docs: a changed document is replaced, a new one inserted
+    index.insert(Document(id_="versioned", text="tax invoice ledger draft", metadata={"tenant": "acme"}))
+    changed = [
+        Document(id_="versioned", text="tax invoice ledger final audit", metadata={"tenant": "acme"}),
+        Document(id_="fresh", text="roadmap backlog product launch", metadata={"tenant": "acme"}),
+    ]
+    assert index.refresh_ref_docs(changed) == [True, True]
+    texts = {n.ref_doc_id: n.get_content() for n in store.get_nodes(filters=tenant("acme"))}
+    assert texts["versioned"] == "tax invoice ledger final audit" and "fresh" in texts
+    index.delete_ref_doc("versioned")
+    index.delete_ref_doc("fresh")
+
+    # a chat engine answers from the cluster store's context
+    chat = index.as_chat_engine(chat_mode="context", llm=MockLLM(), similarity_top_k=3)
+    reply = chat.chat("who bakes croissants?")
+    assert len(reply.source_nodes) == 3
+
     # an ingestion pipeline writes through the store too
     pipeline = IngestionPipeline(transformations=[embed], vector_store=store)
     pipeline.run(documents=[Document(id_="piped", text="tax invoice ledger audit", metadata={"tenant": "initech"})])
