@@ -199,10 +199,7 @@ class ClusterIndex:
 
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
         with index._lock.hold(index.lock_timeout_s):
-            generation = store.next_generation()
-            index._rebuild(
-                batches(), n_clusters, random_state, show_progress, store.read_manifest(), store.nodes_name(generation), True
-            )
+            index._rebuild(batches(), n_clusters, random_state, show_progress, store.read_manifest(), None, True)
         return index
 
     @classmethod
@@ -278,10 +275,10 @@ class ClusterIndex:
         store = ChromaStore(client or make_client(path, host, port), name)
         location, folder = store.location()
         WriterLock.for_index(location, name, folder).open_for_reading(lock_timeout_s)
-        manifest = store.require_manifest()
+        manifest, lists = _load_live(store)
         embedder = resolve_embed_model(manifest.embed_model if embed_model is None else embed_model)
         _check_embedder(embedder, manifest)
-        index = cls(store, manifest, _load_lists(store, manifest), embedder, max_staleness_s, lock_timeout_s)
+        index = cls(store, manifest, lists, embedder, max_staleness_s, lock_timeout_s)
         return index.cache_records() if cache_records else index
 
     # -- state ----------------------------------------------------------------------------
@@ -296,8 +293,9 @@ class ClusterIndex:
     def refresh(self, full: bool = False) -> bool:
         """Follow what other objects, processes or clients wrote since this one last looked;
         returns whether anything changed. Records added to or deleted from the data
-        collection directly (by the app's own ``ChromaVectorStore``, say) are picked up by id;
-        ``full=True`` re-reads every record, so changed embeddings are reassigned too."""
+        collection directly (by the app's own ``ChromaVectorStore``, say) are found by id (one
+        ids-only read of the collection); ``full=True`` re-reads every record, so in-place
+        changes of embeddings are reassigned too."""
         self._checked_at = time.monotonic()
         manifest = self.store.require_manifest()
         state = self._state
@@ -310,6 +308,19 @@ class ClusterIndex:
         records = self._read_records(manifest) if state.records is not None else None
         self._switch(_State(manifest, lists, records))
         return True
+
+    def _refresh_if_moved(self) -> None:
+        """The cheap check: one manifest read and one count; ``refresh()`` only when either
+        moved (a balanced add and delete made outside the library waits for ``refresh()``)."""
+        self._checked_at = time.monotonic()
+        state = self._state
+        manifest = self.store.read_manifest()
+        if (
+            manifest is None
+            or manifest.version != state.manifest.version
+            or self.store.count(manifest.data_collection) != len(state.lists)
+        ):
+            self.refresh()
 
     def _switch(self, state: _State) -> None:
         """Make ``state`` live; the previous generation is dropped once no query here reads it."""
@@ -326,19 +337,8 @@ class ClusterIndex:
         self.store.drop_generation(generation, keep=self._state.manifest.data_collection)
 
     def _maybe_refresh(self) -> None:
-        """At most every ``max_staleness_s``: one manifest read and one count of the data
-        collection, and a refresh when either moved."""
-        if self.max_staleness_s is None or time.monotonic() - self._checked_at < self.max_staleness_s:
-            return
-        self._checked_at = time.monotonic()
-        state = self._state
-        manifest = self.store.read_manifest()
-        if (
-            manifest is None
-            or manifest.version != state.manifest.version
-            or self.store.count(manifest.data_collection) != len(state.lists)
-        ):
-            self.refresh()
+        if self.max_staleness_s is not None and time.monotonic() - self._checked_at >= self.max_staleness_s:
+            self._refresh_if_moved()
 
     def close(self) -> None:
         """Release this process's writer lock on an embedded store, so another process may write."""
@@ -352,15 +352,17 @@ class ClusterIndex:
         random_state: int,
         show_progress: bool,
         expected: Manifest | None,
-        data: str,
+        data: str | None,
         write_data: bool,
     ) -> None:
         """Cluster the records of ``batches`` (writing them to ``data`` first when
         ``write_data``), write a new generation of centroids and assignments, commit a
         manifest naming it, then switch to it. Call with the writer lock held; ``expected`` is
-        the manifest the batches were read under."""
+        the manifest the batches were read under; ``data`` None names a new data collection
+        after the generation."""
         store = self.store
-        generation = store.next_generation()
+        generation = store.claim_generation()
+        data = data or store.nodes_name(generation)  # a build from documents: its data is new too
         created = [data] if write_data else []
         try:
             all_ids: list[str] = []
@@ -403,16 +405,20 @@ class ClusterIndex:
         self._checked_at = time.monotonic()
         if expected is not None and expected.owns_data and expected.data_collection != data:
             self.store.drop_data(expected.data_collection)  # a rebuild from documents replaced it
-        # Generations of killed builds, and the one just replaced (once no query reads it).
+        # Generations of killed builds, and the one just replaced (once no query here reads it).
+        # On a server, other clients may still be reading the one just replaced, and no lock
+        # tells: it stays until the next rebuild, a whole re-clustering of grace.
+        on_server = store.location()[1] is None
         for orphan in store.orphans(manifest):
-            self._retire(orphan)
+            if not (on_server and expected is not None and orphan == expected.generation):
+                self._retire(orphan)
 
     def _write(self, operation: str, apply: Any) -> Any:
         """Run ``apply(state)`` under the writer lock on the newest state, retrying when another
         client committed first or re-clustered under it."""
         with self._lock.hold(self.lock_timeout_s):
             for _ in range(WRITE_RETRIES):
-                self.refresh()  # a stale handle must never write on an old state
+                self._refresh_if_moved()  # a stale handle must never write on an old state
                 try:
                     return apply(self._state)
                 except (ConcurrentWriteError, GenerationGone) as exc:
@@ -722,6 +728,19 @@ def repair(
 
 def _placeholder_manifest() -> Manifest:
     return Manifest(embed_model="", dimension=1, n_clusters=1, generation=0, version=0, data_collection="", owns_data=False)
+
+
+def _load_live(store: ChromaStore, attempts: int = 5) -> tuple[Manifest, InvertedLists]:
+    """The newest manifest and its lists. A generation that vanishes while it is read was
+    replaced by another client's commit (the manifest moved): read the new one instead."""
+    for attempt in range(attempts):
+        manifest = store.require_manifest()
+        try:
+            return manifest, _load_lists(store, manifest)
+        except (IndexCorruptedError, StaleIndexError):
+            if attempt == attempts - 1 or store.require_manifest().version == manifest.version:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _load_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:

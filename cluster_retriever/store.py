@@ -175,14 +175,17 @@ class ChromaStore:
             if _is_missing_collection(exc):
                 return None
             raise
+        versions = [i for i, record_id in enumerate(found["ids"]) if _version_of(record_id) >= 0]
         try:
-            if found["ids"]:
-                newest = max(range(len(found["ids"])), key=lambda i: _version_of(found["ids"][i]))
+            if versions:
+                newest = max(versions, key=lambda i: _version_of(found["ids"][i]))
                 return Manifest.model_validate(found["metadatas"][newest])
             if collection.metadata:  # format 1 kept one manifest in the collection's metadata
                 legacy = dict(collection.metadata)
                 legacy.pop("doc_count", None)
                 return Manifest.model_validate(legacy)
+            if found["ids"]:  # generation claims only: a first build still running, or killed
+                return None
         except ValidationError as exc:
             raise IndexCorruptedError(
                 f"The manifest of index {self.name!r} is damaged or from an older cluster-retriever "
@@ -244,9 +247,20 @@ class ChromaStore:
             if generation != manifest.generation and names - {manifest.data_collection}
         )
 
-    def next_generation(self) -> int:
+    def claim_generation(self) -> int:
+        """A generation number no other writer will use: the next free one, claimed by
+        inserting ``g<N>`` into the manifest collection (first writer wins, as for versions)."""
         manifest = self.read_manifest()
-        return max(set(self.generations()) | {manifest.generation if manifest else 0}) + 1
+        collection: Any = self.client.get_or_create_collection(self._manifest_name, embedding_function=None)
+        generation = max(set(self.generations()) | {manifest.generation if manifest else 0}) + 1
+        token = uuid.uuid4().hex
+        while True:
+            claim = f"g{generation:012d}"
+            collection.add(ids=[claim], embeddings=[[0.0]], metadatas=[{"writer": token}])
+            stored = collection.get(ids=[claim], include=["metadatas"])["metadatas"]
+            if stored and stored[0].get("writer") == token:
+                return generation
+            generation += 1
 
     def drop_generation(self, generation: int, keep: str | None) -> None:
         """Drop a generation's collections, except ``keep`` (the live data collection)."""
@@ -410,7 +424,8 @@ def _version_id(version: int) -> str:
 
 
 def _version_of(record_id: str) -> int:
-    return int(record_id[1:]) if record_id[1:].isdigit() else -1
+    """The version of a manifest record ``v<N>``; -1 for anything else (generation claims)."""
+    return int(record_id[1:]) if record_id.startswith("v") and record_id[1:].isdigit() else -1
 
 
 def _is_missing_collection(exc: Exception) -> bool:
