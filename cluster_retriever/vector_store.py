@@ -12,6 +12,7 @@ themselves within ``max_staleness_s`` of a query.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,12 +85,12 @@ class ClusterVectorStore(BasePydanticVectorStore):
         **fields: Any,
     ) -> ClusterVectorStore:
         """Wrap a ``ChromaVectorStore`` (or a chromadb collection): open its cluster index if
-        one exists (named ``<collection>.clusters`` unless ``name`` is given), else adopt the
+        one exists (named ``<collection>-clusters`` unless ``name`` is given), else adopt the
         collection, zero copy. An empty collection gets its clusters on the first ``add``."""
         collection = source_collection(vector_store)
         adopt: dict[str, Any] = {
             "client": source_client(collection),
-            "name": name or f"{collection.name}-clusters",
+            "name": name or _index_name(collection.name),
             "embed_model": embed_model,
             "n_clusters": n_clusters,
             "random_state": random_state,
@@ -218,6 +219,11 @@ class ClusterVectorStore(BasePydanticVectorStore):
             self._index = self._adopt_collection()
             return True
         return self._index.refresh(full=full)
+
+
+def _index_name(collection_name: str) -> str:
+    """``<collection>-clusters``, with characters an index name cannot hold replaced."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", collection_name)[:90].strip("-_") + "-clusters"
 
 
 def _as_matrix(embedding: list[float]) -> np.ndarray:
