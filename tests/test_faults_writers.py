@@ -168,6 +168,31 @@ def test_threads_racing_on_one_path_lose_nothing(tmp_path):
     check_index(where, set(added), set(), {f"b{j}" for j in range(200)})
 
 
+def test_adds_during_a_recluster_of_the_same_object_use_the_new_centroids(tmp_path):
+    """Finding 2: an add racing a recluster on one object assigned clusters with the old
+    centroids and broke every routed query. Now the add takes the lock first."""
+    where = {"path": str(tmp_path / "store")}
+    index = build(where, 300)
+    added: list[str] = []
+
+    def add_loop():
+        for round_ in range(20):
+            ids = [f"w{100_000 + round_ * 5 + j}" for j in range(5)]
+            index.add([Document(id_=i, text=text_of(int(i[1:]))) for i in ids])
+            added.extend(ids)
+
+    thread = threading.Thread(target=add_loop)
+    thread.start()
+    for round_ in range(3):
+        index.recluster(n_clusters=5 + round_)
+    thread.join()
+    FIGURES["thread_races"] += 1
+    assert all(0 <= index.lists.cluster_of(i) < index.n_clusters for i in added)
+    for probe in (1, 2, None):
+        assert len(ClusterRetriever(index, similarity_top_k=10, n_probe=probe).retrieve("pastry chef")) == 10
+    check_index(where, set(added), set(), {f"b{j}" for j in range(300)})
+
+
 def test_two_threads_adding_the_same_ids_store_them_once(tmp_path):
     where = {"path": str(tmp_path / "store")}
     build(where, 100)
