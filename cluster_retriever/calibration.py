@@ -86,16 +86,14 @@ def _smallest_budget(prefix: np.ndarray, target: float) -> float:
 
 def budget_factor(calibration: Calibration, top_k: int, target: float) -> float | None:
     """The stored factor for ``top_k`` and the smallest stored target at or above ``target``
-    (None when the index has no calibration, or the target is above every stored one)."""
-    if not calibration:
-        return None
-    depth = "10" if top_k <= 10 else "100"
-    by_target = calibration.get(depth, {})
+    (None when the index has no calibration, or the target is above every stored one).
+    Deeper than 10, it never scans less than depth 10 needs."""
+    factor = _factor_at(calibration.get("10" if top_k <= 10 else "100", {}), target)
+    if factor is None or top_k <= 10:
+        return factor
+    return max(factor, _factor_at(calibration.get("10", {}), target) or 0.0)
+
+
+def _factor_at(by_target: dict[str, float], target: float) -> float | None:
     reaching = sorted((float(t), f) for t, f in by_target.items() if float(t) >= target - 1e-12)
-    if not reaching:
-        return None
-    factor: float = reaching[0][1]
-    if top_k > 10 and "10" in calibration:  # never scan less than the shallower depth needs
-        shallow = budget_factor({"10": calibration["10"]}, 10, target)
-        factor = max(factor, shallow or 0.0)
-    return factor
+    return reaching[0][1] if reaching else None

@@ -684,8 +684,9 @@ class ClusterIndex:
             for doc_id, score in zip(result.ids, result.scores, strict=True)
             if doc_id in records  # deleted by another client between scan and fetch
         ]
-        probed = int(np.count_nonzero(sizes)) if clusters is None else len(clusters)
-        exact = clusters is None or len(clusters) == np.count_nonzero(sizes)
+        nonempty = int(np.count_nonzero(sizes))
+        probed = nonempty if clusters is None else len(clusters)
+        exact = clusters is None or len(clusters) == nonempty
         return SearchResult(hits, SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact)))
 
     def check_query_vector(self, vector: np.ndarray) -> None:

@@ -80,10 +80,6 @@ class InvertedLists:
     def cluster_of(self, doc_id: str) -> int:
         return int(self.labels[self._position[doc_id]])
 
-    def vector_of(self, doc_id: str) -> np.ndarray:
-        vector: np.ndarray = self.vectors[self._position[doc_id]]
-        return vector
-
     def mask(
         self,
         filters: MetadataFilters | None = None,
