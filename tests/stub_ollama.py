@@ -1,36 +1,23 @@
 """A stub LLM that speaks the Ollama HTTP API on 127.0.0.1, for tests only.
 
-It is an honest judge: it reads the query and the two passages out of the prompt and
-prefers the passage that shares more words with the query (ties go to passage A, the
-position bias small models show). Its failure modes are switched on per test: a delay,
-HTTP errors, or garbage answers.
+What it answers is decided by the text of the prompt (tests/stub_answers.py: pairwise
+judgments, extractive answers, RAGAS's structured outputs). Its failure modes are switched
+on per test: a delay, HTTP errors, garbage answers, or malformed output for the prompts
+that contain a given text.
 """
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import socket
 import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-_TAG = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("query", "passage_a", "passage_b")}
-_WORD = re.compile(r"[a-z0-9]+")
+from .stub_answers import overlap, respond
 
-
-def overlap(query: str, passage: str) -> int:
-    return len(set(_WORD.findall(query.lower())) & set(_WORD.findall(passage.lower())))
-
-
-def judge(prompt: str) -> str:
-    found = {name: pattern.search(prompt) for name, pattern in _TAG.items()}
-    if not all(found.values()):
-        return "I cannot tell."
-    query, a, b = (html.unescape(found[name].group(1)) for name in ("query", "passage_a", "passage_b"))
-    return "B" if overlap(query, b) > overlap(query, a) else "A"
+__all__ = ["StubOllama", "overlap"]
 
 
 class _Server(ThreadingHTTPServer):
@@ -44,6 +31,7 @@ class StubOllama:
         self.delay = delay
         self.status = 200  # set to 500 to fail every call
         self.answer: str | None = None  # set to force an answer (e.g. garbage)
+        self.garble: str | None = None  # prompts containing this text get malformed JSON back
         # A misbehaving server, for the fault-injection tests: "hang", "dribble", "reset",
         # "429", "invalid_json" or "huge" (a 20 MB answer).
         self.fault: str | None = None
@@ -77,7 +65,7 @@ class StubOllama:
                         self._send(stub.status, {"error": "stub failure"})
                     elif self.path == "/api/chat":
                         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
-                        answer = stub.answer if stub.answer is not None else judge(prompt)
+                        answer = stub.reply(prompt)
                         self._send(
                             200,
                             {
@@ -90,7 +78,7 @@ class StubOllama:
                             },
                         )
                     elif self.path == "/api/generate":
-                        answer = stub.answer if stub.answer is not None else judge(body.get("prompt", ""))
+                        answer = stub.reply(body.get("prompt", ""))
                         self._send(
                             200,
                             {
@@ -153,6 +141,13 @@ class StubOllama:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def reply(self, prompt: str) -> str:
+        if self.answer is not None:
+            return self.answer
+        if self.garble is not None and self.garble in prompt:
+            return '{"statements": [unfinished'
+        return respond(prompt)
 
     def __enter__(self) -> StubOllama:
         self._thread.start()

@@ -56,28 +56,47 @@ def ragas_id_metrics(
     }
 
 
-def ragas_llm_metrics(samples: list[dict[str, Any]], llm: Any, embed_model: Any, timeout: float = 120.0) -> dict[str, float]:
+LLM_METRICS = ("faithfulness", "answer_relevancy", "llm_context_precision_with_reference", "context_recall")
+
+
+def ragas_llm_metrics(
+    samples: list[dict[str, Any]], llm: Any, embed_model: Any, timeout: float = 120.0
+) -> tuple[dict[str, float], dict[str, int]]:
     """Faithfulness, response relevancy and LLM context precision/recall, judged by ``llm``
-    (a LlamaIndex LLM). Workers, timeouts and retries suit a small local model; a metric
-    that still cannot be computed comes back as NaN rather than stopping the run."""
+    (a LlamaIndex LLM). Returns each metric's mean over the samples it could score and, per
+    metric, how many it could not (malformed output, timeout, nothing to judge): those are
+    counted, never averaged in. Workers, timeouts and retries suit a small local model."""
     from ragas import EvaluationDataset, RunConfig, SingleTurnSample
     from ragas import evaluate as ragas_evaluate
     from ragas.embeddings import LlamaIndexEmbeddingsWrapper
     from ragas.llms import LlamaIndexLLMWrapper
     from ragas.metrics import Faithfulness, LLMContextPrecisionWithReference, LLMContextRecall, ResponseRelevancy
 
+    if not samples:
+        return {}, {}
     dataset = EvaluationDataset([SingleTurnSample(**sample) for sample in samples])
+    # RAGAS's LlamaIndex wrapper returns one generation whatever n it asks for, and passes n on:
+    # providers without n (Ollama) then refuse every call. One generated question per answer.
+    relevancy = ResponseRelevancy(strictness=1)
     result: Any = ragas_evaluate(
         dataset,
-        metrics=[Faithfulness(), ResponseRelevancy(), LLMContextPrecisionWithReference(), LLMContextRecall()],
+        metrics=[Faithfulness(), relevancy, LLMContextPrecisionWithReference(), LLMContextRecall()],
         llm=LlamaIndexLLMWrapper(llm),
         embeddings=LlamaIndexEmbeddingsWrapper(embed_model),
         run_config=RunConfig(timeout=int(timeout), max_retries=2, max_wait=10, max_workers=2),
+        raise_exceptions=False,
         show_progress=True,
     )
     frame = result.to_pandas()
-    names = ("faithfulness", "answer_relevancy", "llm_context_precision_with_reference", "context_recall")
-    return {name: float(frame[name].mean()) if name in frame else math.nan for name in names}
+    means: dict[str, float] = {}
+    failed: dict[str, int] = {}
+    for name in LLM_METRICS:
+        scores = [float(v) for v in frame[name]] if name in frame else []
+        scored = [v for v in scores if math.isfinite(v)]
+        failed[name] = len(samples) - len(scored)
+        if scored:
+            means[name] = float(np.mean(scored))
+    return means, failed
 
 
 def cluster_quality(

@@ -53,6 +53,15 @@ def to_json(dataset: str, n_queries: int, results: list[ModelRun]) -> dict[str, 
     return {"dataset": dataset, "queries": n_queries, "runs": runs, "clusters": clusters}
 
 
+def _llm_cell(run: dict[str, Any], metric: str) -> str:
+    """The mean over the samples the LLM could score, and how many it could not."""
+    if "llm" not in run:
+        return ""
+    failed = run["llm"]["failed"].get(metric, 0) + run["llm"]["answers_failed"]
+    value = _fmt(run["metrics"].get(metric), "{:.3f}")
+    return f"{value} ({failed}/{run['llm']['samples']} failed)" if failed else value
+
+
 def _with_ci(run: dict[str, Any], metric: str, mark: str) -> str:
     low, high = run.get("ci", {}).get(metric, (math.nan, math.nan))
     return f"{run['metrics'][metric]:.3f}{mark} [{low:.3f}, {high:.3f}]"
@@ -75,7 +84,7 @@ def _marks(name: str, metric: str, family: list[Comparison]) -> str:
 
 def rows(results: list[ModelRun], family: list[Comparison] | None = None) -> tuple[list[str], list[list[str]]]:
     family = family or []
-    with_llm = any("faithfulness" in run["metrics"] for r in results for run in r.runs)
+    with_llm = any("llm" in run for r in results for run in r.runs)
     header = ["model", "mode", "nDCG@10 [95% CI]", "R@100 [95% CI]"] + [c[0] for c in COLUMNS]
     header += [c[0] for c in LLM_COLUMNS] if with_llm else []
     body = []
@@ -88,7 +97,7 @@ def rows(results: list[ModelRun], family: list[Comparison] | None = None) -> tup
             cells += [_with_ci(run, metric, _marks(name, metric, family)) for metric in ("ndcg@10", "recall@100")]
             cells += [_fmt(run[group].get(key), pattern) for _, group, key, pattern in COLUMNS]
             if with_llm:
-                cells += [_fmt(run["metrics"].get(key), "{:.3f}") for _, key in LLM_COLUMNS]
+                cells += [_llm_cell(run, key) for _, key in LLM_COLUMNS]
             body.append(cells)
     return header, body
 
@@ -264,6 +273,23 @@ def _drill_markdown(drill: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _llm_note(results: list[ModelRun]) -> list[str]:
+    runs = [(r.model, run) for r in results for run in r.runs if "llm" in run]
+    if not runs:
+        return []
+    lines = [
+        "LLM metrics (RAGAS, judged by the --llm model) are means over the answers the model could score; "
+        "`(n/m failed)` counts answers it failed to give and outputs RAGAS could not use (malformed JSON, timeouts, "
+        "nothing to judge), which are left out, never averaged in."
+    ]
+    for model, run in runs:
+        failed = ", ".join(f"{name} {n}" for name, n in run["llm"]["failed"].items())
+        lines.append(
+            f"- {model} {run['mode']}: {run['llm']['samples']} queries, answers failed {run['llm']['answers_failed']}; unscored: {failed}"
+        )
+    return ["\n".join(lines) + "\n"]
+
+
 def write_report(
     dataset: str,
     n_queries: int,
@@ -305,6 +331,7 @@ def write_report(
         "scans corpora this small exactly by default). hybrid: reciprocal rank fusion (k = 60) of BM25 and routed. bm25: "
         "bm25s defaults (k1 1.5, b 0.75), lower-cased word tokens, English stop words, no stemming. scanned: mean fraction "
         "of the corpus scanned per query; p50/p95: retrieval latency, query embedding excluded.\n",
+        *_llm_note(results),
         "## Cost\n",
         _markdown(*cost_rows(results, front)),
         "\ndocs/s: embedding throughput measured in this run on the first 64 documents (not the cache); index MB: the "

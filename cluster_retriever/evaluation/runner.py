@@ -180,30 +180,38 @@ def _run_mode(
     }
     scored = _scored(mode, run, data, queries, cost, config.top_k)
     if reranker is not None:
-        scored["metrics"].update(_llm_metrics(queries, contexts, data, config, index))
+        means, scored["llm"] = _llm_metrics(queries, contexts, data, config, index)
+        scored["metrics"].update(means)
     return scored
 
 
 def _llm_metrics(
     queries: dict[str, str], contexts: dict[str, list[str]], data: BeirDataset, config: EvalConfig, index: ClusterIndex
-) -> dict[str, float]:
-    """Answers from the user's LLM on the routed+reranked context, scored by RAGAS."""
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Answers from the user's LLM on the routed+reranked context, scored by RAGAS. An answer
+    the LLM fails to give is counted (``answers_failed``) and its query left out of the scoring."""
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.litellm import LiteLLM
 
     assert config.llm is not None
     llm = LiteLLM(model=config.llm, api_base=config.api_base, temperature=0, timeout=120)
     texts = {d.doc_id: d.text for d in data.corpus}
-    samples = []
+    samples, answers_failed = [], 0
     for qid in list(queries)[: config.llm_samples]:
         context = "\n\n".join(contexts[qid])
         prompt = f"Answer the question from the context only.\n\nContext:\n{context}\n\nQuestion: {queries[qid]}\nAnswer:"
-        answer = llm.chat([ChatMessage(role="user", content=prompt)]).message.content or ""
+        try:
+            answer = llm.chat([ChatMessage(role="user", content=prompt)]).message.content or ""
+        except Exception as exc:  # counted and reported; the other queries go on
+            logger.warning("no answer for query %s: %s", qid, exc)
+            answers_failed += 1
+            continue
         reference = " ".join(texts[d] for d in data.qrels[qid])[:2000]
         samples.append(
             {"user_input": queries[qid], "response": answer, "retrieved_contexts": contexts[qid], "reference": reference}
         )
-    return ragas_llm_metrics(samples, llm, index.embed_model)
+    means, failed = ragas_llm_metrics(samples, llm, index.embed_model)
+    return means, {"samples": len(samples) + answers_failed, "answers_failed": answers_failed, "failed": failed}
 
 
 def _projection_sample(
