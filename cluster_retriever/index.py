@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,10 +88,13 @@ class SearchStats:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The hits of one query and what it cost; each call gets its own."""
+    """The hits of one query and what it cost; each call gets its own. ``ids`` and ``scores``
+    are the scan's top-k (with ``with_nodes=False`` the only output: nothing is fetched)."""
 
     hits: list[NodeWithScore]
     stats: SearchStats
+    ids: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -602,6 +605,7 @@ class ClusterIndex:
         node_ids: Sequence[str] | None = None,
         doc_ids: Sequence[str] | None = None,
         target_recall: float = DEFAULT_TARGET_RECALL,
+        with_nodes: bool = True,
     ) -> SearchResult:
         """Route a unit query vector and return its exact top-k inside the probed clusters,
         with the cluster id in each hit's metadata. ``filters`` (LlamaIndex
@@ -612,7 +616,8 @@ class ClusterIndex:
 
         Adaptive routing (``mode="routed"``, ``n_probe=None``) scans as many documents as
         this index's calibration says reach ``target_recall`` of exact search's top-k, and
-        scans everything that matches when that is cheap anyway (``exact_scan_max_floats``)."""
+        scans everything that matches when that is cheap anyway (``exact_scan_max_floats``).
+        ``with_nodes=False`` returns ids and scores only, without reading the documents."""
         if not 0.0 < target_recall <= 1.0:
             raise ValueError(f"target_recall must be in (0, 1], not {target_recall!r}.")
         self.check_query_vector(query)
@@ -624,7 +629,7 @@ class ClusterIndex:
                 self._readers[generation] += 1
             try:
                 mask = state.lists.mask(filters, node_ids, doc_ids)
-                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin, mask, target_recall)
+                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin, mask, target_recall, with_nodes)
             except GenerationGone:
                 if attempt:
                     break
@@ -663,6 +668,7 @@ class ClusterIndex:
         boundary_margin: float,
         mask: np.ndarray | None,
         target_recall: float,
+        with_nodes: bool = True,
     ) -> SearchResult:
         lists = state.lists
         if len(lists) == 0:
@@ -675,6 +681,13 @@ class ClusterIndex:
         else:
             clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k, budget_factor=factor)
         result = lists.scan(query, clusters, top_k, mask)
+        nonempty = int(np.count_nonzero(sizes))
+        probed = nonempty if clusters is None else len(clusters)
+        exact = clusters is None or len(clusters) == nonempty
+        stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact))
+        scores = [float(score) for score in result.scores]
+        if not with_nodes:
+            return SearchResult([], stats, result.ids, scores)
         if state.records is None:
             records = self.store.fetch(state.manifest.data_collection, result.ids) if result.ids else {}
         else:
@@ -684,10 +697,7 @@ class ClusterIndex:
             for doc_id, score in zip(result.ids, result.scores, strict=True)
             if doc_id in records  # deleted by another client between scan and fetch
         ]
-        nonempty = int(np.count_nonzero(sizes))
-        probed = nonempty if clusters is None else len(clusters)
-        exact = clusters is None or len(clusters) == nonempty
-        return SearchResult(hits, SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact)))
+        return SearchResult(hits, stats, result.ids, scores)
 
     def check_query_vector(self, vector: np.ndarray) -> None:
         if vector.shape != (self.manifest.dimension,):

@@ -91,8 +91,9 @@ class ClusterRetriever(BaseRetriever):
         anywhere (single-caller convenience: ``search`` returns each call's own stats)."""
         return self._last_stats.get() or self._latest
 
-    def search(self, query: QueryType) -> SearchResult:
-        """Like ``retrieve`` (no callbacks), returning the hits with this call's own stats."""
+    def search(self, query: QueryType, with_nodes: bool = True) -> SearchResult:
+        """Like ``retrieve`` (no callbacks), returning the hits with this call's own stats;
+        ``with_nodes=False``: ids and scores only, no documents read."""
         bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
         result = self.index.search(
             self._query_vector(bundle),
@@ -104,6 +105,7 @@ class ClusterRetriever(BaseRetriever):
             node_ids=self.node_ids,
             doc_ids=self.doc_ids,
             target_recall=self.target_recall,
+            with_nodes=with_nodes,
         )
         self._remember(result.stats)
         return result

@@ -20,6 +20,29 @@ requires_cisi = pytest.mark.skipif(
     not CISI.exists() and not os.environ.get("CI"), reason="../shared/datasets/cisi is not beside this checkout"
 )
 
+GUARD_DATASETS_ENV = "CLUSTER_RETRIEVER_GUARD_DATASETS"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--guard-dataset",
+        action="append",
+        default=[],
+        help=f"a BEIR-layout folder to run the quality guard on as well (repeatable; or {GUARD_DATASETS_ENV}=A:B)",
+    )
+
+
+def guard_datasets(config) -> list[str]:
+    """Folders passed in for the quality guard, checked here so a typo fails loudly."""
+    folders = list(config.getoption("--guard-dataset")) + [
+        p for p in os.environ.get(GUARD_DATASETS_ENV, "").split(os.pathsep) if p
+    ]
+    for folder in folders:
+        if not (Path(folder) / "corpus.jsonl").exists():
+            raise pytest.UsageError(f"--guard-dataset {folder}: no corpus.jsonl there (a BEIR-layout folder is needed)")
+    return folders
+
+
 ROLES = {
     "pmm": "Product marketing manager: owns positioning, messaging, pricing pages and go-to-market launches.",
     "pm": "Product manager: owns the roadmap, writes user stories, prioritises the backlog with engineering.",

@@ -218,3 +218,18 @@ def test_cached_records_give_the_same_results_and_follow_changes(tmp_path, index
     assert not {"chef-new", "chef-0"} & set(top_ids(cached, "croissants at dawn", 20, mode="flat"))
     cached.recluster(n_clusters=3)
     assert len(top_ids(cached, "croissants", 30, mode="flat")) == 19
+
+
+def test_search_without_nodes_returns_the_same_ids_and_reads_no_documents(index, monkeypatch):
+    from cluster_retriever.embeddings import embed_query
+
+    query = embed_query(index.embed_model, "who writes user stories?")
+    full = index.search(query, top_k=5)
+    assert full.ids == [h.node.node_id for h in full.hits] and full.scores == [h.score for h in full.hits]
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("documents were read")
+
+    monkeypatch.setattr(index.store, "fetch", no_fetch)
+    bare = index.search(query, top_k=5, with_nodes=False)
+    assert bare.hits == [] and bare.ids == full.ids and bare.scores == full.scores and bare.stats == full.stats

@@ -330,11 +330,12 @@ def write_report(
         "Holm-adjusted over every comparison on this dataset, p < 0.05). routed: the calibrated routing itself (the library "
         "scans corpora this small exactly by default). hybrid: reciprocal rank fusion (k = 60) of BM25 and routed. bm25: "
         "bm25s defaults (k1 1.5, b 0.75), lower-cased word tokens, English stop words, no stemming. scanned: mean fraction "
-        "of the corpus scanned per query; p50/p95: retrieval latency, query embedding excluded.\n",
+        "of the corpus scanned per query; p50/p95: retrieval latency (ids and scores; documents are read only by routed+rerank), query embedding excluded.\n",
         *_llm_note(results),
         "## Cost\n",
         _markdown(*cost_rows(results, front)),
-        "\ndocs/s: embedding throughput measured in this run on the first 64 documents (not the cache); index MB: the "
+        "\ndocs/s: embedding throughput measured in this run on the first documents, about 2 s of batches of 8 (not the "
+        "cache); index MB: the "
         "in-memory vectors and centroids.\n",
         "![quality against cost](quality_vs_cost.png)\n",
         "## Clusters\n",

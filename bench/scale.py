@@ -1,0 +1,184 @@
+"""The scale table: the default path at 100k, 300k (and 1M) vectors against Chroma's own
+query and FAISS IVF-Flat at equal recall, with the time and memory it takes to open.
+
+    python bench/scale.py [--sizes 100000,300000] [--queries 200]
+
+Vectors as in bench/routing_latency.py (mixes of neighbouring real all-MiniLM-L6-v2 CISI
+embeddings plus noise; query embedding excluded). For each size, in one run: an app's
+ChromaVectorStore collection is filled, adopted by a ClusterIndex (defaults: auto k, balanced
+clusters, calibrated routing at target_recall 0.95), and then, in a fresh process,
+``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
+after open, after the queries). Reported: recall@10 against exact search and p50 of the default
+path (documents fetched from Chroma) against Chroma's default query on the same collection;
+and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
+lists, at the fastest nprobe reaching the same recall. Writes runs/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+from _report import write_json
+from routing_latency import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
+
+from cluster_retriever import ClusterIndex
+from cluster_retriever.calibration import budget_factor
+from cluster_retriever.datasets import load_beir
+from cluster_retriever.embeddings import embed_texts, resolve_embed_model
+from cluster_retriever.index import DEFAULT_TARGET_RECALL
+from cluster_retriever.routing import route
+from cluster_retriever.store import make_client
+
+
+def open_in_fresh_process(path: str, queries: np.ndarray) -> dict:
+    """Open time and RSS, measured where nothing else was loaded (this script's own arrays would blur it)."""
+    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
+        np.save(f, queries)
+    shown = subprocess.run(
+        [sys.executable, __file__, "--open-probe", path, "--queries-file", f.name], capture_output=True, text=True, check=True
+    )
+    return json.loads(shown.stdout.strip().splitlines()[-1])
+
+
+def open_probe(path: str, queries_file: str) -> None:
+    import psutil
+
+    process = psutil.Process()
+    embed_model = resolve_embed_model()
+    before = process.memory_info().rss
+    started = time.perf_counter()
+    index = ClusterIndex.open("bench", path=path, embed_model=embed_model)
+    open_s = time.perf_counter() - started
+    after_open = process.memory_info().rss
+    for q in np.load(queries_file):
+        index.search(q, top_k=10)
+    after_queries = process.memory_info().rss
+    mb = 1 / 2**20
+    print(
+        json.dumps(
+            {
+                "open_s": open_s,
+                "rss_open_mb": (after_open - before) * mb,
+                "rss_after_queries_mb": (after_queries - before) * mb,
+                "vectors_mb": index.lists.vectors.nbytes * mb,
+            }
+        )
+    )
+
+
+def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
+    vectors = sample_between(anchors, n, NOISE, rng)
+    queries = sample_between(anchors, n_queries, NOISE, rng)
+    ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
+    exact = [ids[np.argpartition(-(vectors @ q), 10)[:10]].tolist() for q in queries]
+    with tempfile.TemporaryDirectory() as tmp:
+        client = make_client(tmp)
+        source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        started = time.perf_counter()
+        fill(source, ids.tolist(), vectors, client.get_max_batch_size())
+        chroma_build_s = time.perf_counter() - started
+        started = time.perf_counter()
+        index = ClusterIndex.from_vector_store(source, client=client, embed_model=embed_model, name="bench", show_progress=False)
+        build_s = time.perf_counter() - started
+
+        def chroma(q):
+            return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
+
+        def default_path(q):
+            return [h.node.node_id for h in index.search(q, top_k=10).hits]
+
+        stats = [index.search(q, top_k=10).stats for q in queries]
+        chroma(queries[0]), default_path(queries[0])
+        chroma_found, chroma_ms = timed(chroma, queries)
+        ours_found, ours_ms = timed(default_path, queries)
+        ours_recall = recall_at_10(ours_found, exact)
+
+        # ids only: our route + scan at the defaults against FAISS IVF-Flat at the same recall
+        lists = index.lists
+        factor = budget_factor(index.manifest.calibration, 10, DEFAULT_TARGET_RECALL)
+
+        def ids_only(q):  # what the default path scans, without fetching documents
+            return lists.scan(q, route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor), 10).ids
+
+        scan_found, scan_ms = timed(ids_only, queries)
+        started = time.perf_counter()
+        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(lists.dim), lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)
+        ivf.train(vectors)
+        ivf.add(vectors)
+        faiss_build_s = time.perf_counter() - started
+        faiss.omp_set_num_threads(1)
+        curve = []
+        for n_probe in PROBES:
+            ivf.nprobe = n_probe
+            found, ms = timed(lambda q: ids[ivf.search(q[None, :], 10)[1][0]].tolist(), queries)
+            curve.append({"nprobe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
+        faiss_equal = next((row for row in curve if row["recall@10"] >= recall_at_10(scan_found, exact)), None)
+        index.close()
+        opened = open_in_fresh_process(tmp, queries)
+    return {
+        "n_docs": n,
+        "n_clusters": index.n_clusters,
+        "largest_over_mean": float(index.cluster_sizes.max() / index.cluster_sizes.mean()),
+        "build_s": {"chroma_collection": chroma_build_s, "cluster_index_adopt": build_s, "faiss_ivf": faiss_build_s},
+        "default": {
+            "recall@10": ours_recall,
+            "p50_ms": float(np.percentile(ours_ms, 50)),
+            "fraction_scanned": float(np.mean([s.fraction_scanned for s in stats])),
+        },
+        "chroma_default": {"recall@10": recall_at_10(chroma_found, exact), "p50_ms": float(np.percentile(chroma_ms, 50))},
+        "ids_only": {"recall@10": recall_at_10(scan_found, exact), "p50_ms": float(np.percentile(scan_ms, 50))},
+        "faiss_curve": curve,
+        "faiss_at_equal_recall": faiss_equal,
+        "open": opened,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,300000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dataset", type=Path, default=CISI)
+    parser.add_argument("--json", type=Path, default=Path("runs/scale.json"))
+    parser.add_argument("--open-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--queries-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.open_probe:
+        open_probe(args.open_probe, args.queries_file)
+        return
+    embed_model = resolve_embed_model()
+    data = load_beir(args.dataset)
+    anchors = embed_texts(embed_model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
+    rng = np.random.default_rng(0)
+    results = []
+    for n in args.sizes.split(","):
+        results.append(bench_size(int(n), anchors, args.queries, rng, embed_model))
+        write_json(args.json, results)  # each size as it finishes: the large ones take long
+        row = results[-1]
+        faiss_row = row["faiss_at_equal_recall"]
+        faiss_text = (
+            f"faiss nprobe {faiss_row['nprobe']} {faiss_row['p50_ms']:.2f} ms (R {faiss_row['recall@10']:.3f}), "
+            f"ours / faiss {row['ids_only']['p50_ms'] / faiss_row['p50_ms']:.2f}x"
+            if faiss_row
+            else "faiss does not reach it within 256 probes"
+        )
+        print(
+            f"{row['n_docs']:>8} k {row['n_clusters']} (largest {row['largest_over_mean']:.1f}x mean): default R@10 "
+            f"{row['default']['recall@10']:.3f} p50 {row['default']['p50_ms']:.2f} ms, scanned {row['default']['fraction_scanned']:.1%}; "
+            f"chroma R@10 {row['chroma_default']['recall@10']:.3f} p50 {row['chroma_default']['p50_ms']:.2f} ms "
+            f"({row['chroma_default']['p50_ms'] / row['default']['p50_ms']:.2f}x); ids only R@10 {row['ids_only']['recall@10']:.3f} "
+            f"p50 {row['ids_only']['p50_ms']:.2f} ms, {faiss_text}; open {row['open']['open_s']:.1f} s, "
+            f"RSS +{row['open']['rss_open_mb']:.0f} MB (+{row['open']['rss_after_queries_mb']:.0f} after queries; vectors "
+            f"{row['open']['vectors_mb']:.0f} MB); build s " + ", ".join(f"{k} {v:.0f}" for k, v in row["build_s"].items())
+        )
+
+
+if __name__ == "__main__":
+    main()
