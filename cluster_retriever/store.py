@@ -127,6 +127,13 @@ class ChromaStore:
             return str(folder), folder
         return f"http://{settings.chroma_server_host}:{settings.chroma_server_http_port}", None
 
+    def is_server(self) -> bool:
+        return bool(self.client.get_settings().chroma_server_host)
+
+    def data_uuid(self, data: str) -> str:
+        """Chroma's id of a collection: a collection dropped and made again under the same name differs."""
+        return str(self._collection(data).id)
+
     def nodes_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.nodes"
 

@@ -1,0 +1,148 @@
+"""A local, versioned, memory-mapped copy of the inverted lists, so opening an index does not
+read every vector through Chroma's API, and a process holds in memory only the clusters its
+queries touch.
+
+Chroma stays the source of truth: a file is used only for the generation, data collection
+(by its Chroma id) and dimension it was written for; when the manifest version or the record
+count moved since, it is brought in line by id from Chroma (as ``refresh()`` does) and written
+again. Anything unreadable is ignored and rebuilt from Chroma. Files are written whole under
+fresh names and published by renaming the header last, so a reader never sees half a file.
+
+Layout, in the folder (``<embedded store>/cluster_retriever_lists``, or for a server
+``$CLUSTER_RETRIEVER_CACHE/lists/<host>_<port>``):
+``<index>.g<N>.<dtype>.json`` (the header) and ``<index>.g<N>.<token>.{vectors,ids,labels,centroids}.npy``
+plus ``.meta.json`` (filterable metadata, read on the first filtered query).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster_retriever._cache import cache_root
+from cluster_retriever.inverted_lists import InvertedLists
+from cluster_retriever.store import ChromaStore
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+ARRAYS = ("vectors", "ids", "labels", "centroids")
+DTYPES = ("float32", "float16")
+
+
+def lists_file_for(store: ChromaStore, dtype: str = "float32") -> ListsFile | None:
+    """The lists file of ``store``'s index: beside an embedded store, in the cache folder for a
+    server, none for an in-memory client (its data dies with the process)."""
+    location, folder = store.location()
+    if folder is None and not store.is_server():
+        return None
+    if folder is None:
+        folder = cache_root() / "lists" / re.sub(r"[^A-Za-z0-9.-]+", "_", location.split("://")[-1])
+    else:
+        folder = folder / "cluster_retriever_lists"
+    return ListsFile(folder, store.name, dtype)
+
+
+class ListsFile:
+    """The file of one index's inverted lists in ``folder``, stored as ``dtype``."""
+
+    def __init__(self, folder: Path, index_name: str, dtype: str = "float32") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"lists_dtype must be one of {DTYPES}, not {dtype!r}.")
+        self.folder = folder
+        self.index_name = index_name
+        self.dtype = dtype
+
+    def _header(self, generation: int) -> Path:
+        return self.folder / f"{self.index_name}.g{generation}.{self.dtype}.json"
+
+    def load(self, generation: int, data_uuid: str, dimension: int) -> tuple[InvertedLists, dict[str, Any]] | None:
+        """The lists stored for this generation and data collection, memory-mapped, with their
+        header (``version``, ``count``); None when there are none or they cannot be read."""
+        try:
+            header = json.loads(self._header(generation).read_text())
+            if (header["format"], header["data_uuid"], header["dimension"]) != (FORMAT, data_uuid, dimension):
+                return None
+            stem = self.folder / header["stem"]
+            arrays = {name: np.load(f"{stem}.{name}.npy", mmap_mode="r") for name in ARRAYS}
+            count = len(arrays["ids"])
+            if arrays["vectors"].shape != (count, dimension) or len(arrays["labels"]) != count or count != header["count"]:
+                return None
+            meta_path = Path(f"{stem}.meta.json")
+            if not meta_path.exists():
+                return None
+            ids = arrays["ids"].astype(str).astype(object)  # utf-8 bytes on disk
+            lists = InvertedLists.from_sorted(
+                np.asarray(arrays["centroids"], dtype=np.float32),
+                ids,
+                arrays["vectors"],
+                np.asarray(arrays["labels"], dtype=np.int64),
+                lambda: json.loads(meta_path.read_text()),
+            )
+            return lists, header
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.info("lists file of %r generation %d not used (%s); reading Chroma", self.index_name, generation, exc)
+            return None
+
+    def save(self, lists: InvertedLists, generation: int, version: int, data_uuid: str) -> None:
+        """Write the lists for this generation at this manifest version; failures only log
+        (the file is a cache: the next open reads Chroma)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            stem = f"{self.index_name}.g{generation}.{secrets.token_hex(6)}"
+            arrays = {
+                "vectors": np.asarray(lists.vectors, dtype=self.dtype),
+                "ids": np.char.encode(lists.ids.astype(str), "utf-8") if len(lists) else np.zeros(0, "S1"),
+                "labels": lists.labels.astype(np.int32),
+                "centroids": lists.centroids,
+            }
+            for name, array in arrays.items():
+                np.save(self.folder / f"{stem}.{name}.npy", array, allow_pickle=False)
+            (self.folder / f"{stem}.meta.json").write_text(json.dumps(list(lists.metadatas), default=str))
+            header = {
+                "format": FORMAT,
+                "stem": stem,
+                "generation": generation,
+                "version": version,
+                "count": len(lists),
+                "data_uuid": data_uuid,
+                "dimension": lists.dim,
+                "dtype": self.dtype,
+            }
+            scratch = self.folder / f"{stem}.header.tmp"
+            scratch.write_text(json.dumps(header))
+            os.replace(scratch, self._header(generation))
+            self.prune(generation)
+        except OSError as exc:
+            logger.warning("could not write the lists file of %r in %s: %s", self.index_name, self.folder, exc)
+
+    def prune(self, generation: int | None) -> None:
+        """Delete this index's files except those the headers of ``generation`` name (every
+        dtype's); None deletes them all. A process still mapping a deleted file keeps reading it."""
+        if not self.folder.exists():
+            return
+        live: set[str] = set()
+        headers = re.compile(re.escape(self.index_name) + r"\.g(\d+)\.(" + "|".join(DTYPES) + r")\.json")
+        for header in self.folder.iterdir():
+            named = headers.fullmatch(header.name)
+            if not named:
+                continue
+            try:
+                stem = json.loads(header.read_text())["stem"]
+            except (OSError, ValueError, KeyError, TypeError):
+                stem = None
+            if stem and generation is not None and int(named.group(1)) == generation:
+                live.add(stem)
+            else:
+                header.unlink(missing_ok=True)
+        pattern = re.compile(re.escape(self.index_name) + r"\.g\d+\.[0-9a-f]{12}\.")
+        for path in self.folder.iterdir():
+            if pattern.match(path.name) and not any(path.name.startswith(stem + ".") for stem in live):
+                path.unlink(missing_ok=True)

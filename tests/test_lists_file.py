@@ -1,0 +1,109 @@
+"""The memory-mapped lists file: used when current, brought in line by id when stale, ignored
+when damaged or written for another collection, never trusted over Chroma."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from llama_index.core.schema import Document
+from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+from cluster_retriever import ClusterIndex
+from cluster_retriever.embeddings import embed_query
+from cluster_retriever.store import ChromaStore
+
+from .hash_embedding import HashEmbedding, text_of
+
+
+@pytest.fixture
+def built(tmp_path):
+    docs = [Document(id_=f"d{i}", text=text_of(i), metadata={"shard": i % 3}) for i in range(400)]
+    index = ClusterIndex.build(docs, path=tmp_path / "store", embed_model=HashEmbedding(), n_clusters=16, show_progress=False)
+    index.close()
+    return tmp_path / "store"
+
+
+def reopen(path, **kwargs):
+    return ClusterIndex.open(path=path, embed_model=HashEmbedding(), **kwargs)
+
+
+def top_ids(index, i: int, **kwargs) -> list[str]:
+    return index.search(embed_query(index.embed_model, text_of(i)), top_k=10, with_nodes=False, **kwargs).ids
+
+
+def count_vector_reads(monkeypatch) -> list[list[str]]:
+    reads: list[list[str]] = []
+    original = ChromaStore.iter_data
+
+    def counted(self, data, include):
+        if "embeddings" in include:
+            reads.append(include)
+        return original(self, data, include)
+
+    monkeypatch.setattr(ChromaStore, "iter_data", counted)
+    return reads
+
+
+def header(path) -> dict:
+    return json.loads(next((path / "cluster_retriever_lists").glob("cluster_index.g*.float32.json")).read_text())
+
+
+def test_open_maps_the_file_and_reads_no_vector_from_chroma(built, monkeypatch):
+    from_chroma = reopen(built, lists_file=False)
+    expected = [top_ids(from_chroma, i) for i in range(0, 400, 37)]
+    from_chroma.close()
+    reads = count_vector_reads(monkeypatch)
+    index = reopen(built)
+    assert reads == [] and isinstance(index.lists.vectors, np.memmap)
+    assert [top_ids(index, i) for i in range(0, 400, 37)] == expected
+    only_shard_1 = MetadataFilters(filters=[MetadataFilter(key="shard", value=1)])  # metadata read on first use
+    assert all(int(doc_id[1:]) % 3 == 1 for doc_id in top_ids(index, 5, filters=only_shard_1))
+
+
+def test_a_stale_file_is_brought_in_line_by_id_and_written_again(built, monkeypatch):
+    index = reopen(built)
+    index.add([Document(id_="new", text=text_of(1234))])
+    index.delete(["d3"])
+    version = index.manifest.version
+    index.close()
+    assert header(built)["version"] < version  # writes do not rewrite the file
+    reads = count_vector_reads(monkeypatch)
+    index = reopen(built)
+    assert reads == []  # the delta is fetched by id, not the whole collection
+    assert "new" in index.lists and "d3" not in index.lists and len(index) == 400
+    assert top_ids(index, 1234)[0] == "new"
+    assert header(built)["version"] == version and header(built)["count"] == 400
+
+
+def test_a_damaged_file_or_one_for_another_collection_is_ignored(built, monkeypatch):
+    folder = built / "cluster_retriever_lists"
+    vectors = next(folder.glob("*.vectors.npy"))
+    vectors.write_bytes(vectors.read_bytes()[:1000])
+    reads = count_vector_reads(monkeypatch)
+    index = reopen(built)
+    assert len(reads) == 1 and len(index) == 400 and top_ids(index, 7)[0] == "d7"
+    index.close()
+    stored = header(built)
+    path = next(folder.glob("cluster_index.g*.float32.json"))
+    path.write_text(json.dumps({**stored, "data_uuid": "another-collection"}))
+    index = reopen(built)
+    assert len(reads) == 2 and top_ids(index, 7)[0] == "d7"
+
+
+def test_float16_lists_halve_the_file_and_keep_the_ranking(built):
+    exact = reopen(built)
+    float16 = reopen(built, lists_dtype="float16")
+    assert float16.lists.vectors.dtype == np.float16
+    files = sorted((built / "cluster_retriever_lists").glob("*.vectors.npy"), key=lambda p: p.stat().st_size)
+    assert len(files) == 2 and files[0].stat().st_size < 0.6 * files[1].stat().st_size
+    overlap = [len(set(top_ids(exact, i)) & set(top_ids(float16, i))) / 10 for i in range(0, 400, 13)]
+    assert np.mean(overlap) >= 0.95
+
+
+def test_recluster_leaves_only_the_new_generations_files(built):
+    index = reopen(built)
+    index.recluster(n_clusters=8)
+    names = {p.name.split(".")[1] for p in (built / "cluster_retriever_lists").iterdir()}
+    assert names == {f"g{index.manifest.generation}"}
