@@ -8,7 +8,8 @@ embeddings plus noise; query embedding excluded). For each size, in one run: an 
 ChromaVectorStore collection is filled, adopted by a ClusterIndex (defaults: auto k, balanced
 clusters, calibrated routing at target_recall 0.95), and then, in a fresh process,
 ``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
-after open, after the queries). Reported: recall@10 against exact search and p50 of the default
+after open, after the queries): cold (no lists file), warm (the file memory-mapped), warm with
+float16 lists. Reported: recall@10 against exact search and p50 of the default
 path (documents fetched from Chroma) against Chroma's default query on the same collection;
 and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
 lists, at the fastest nprobe reaching the same recall. Writes runs/scale.json.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,24 +40,24 @@ from cluster_retriever.routing import route
 from cluster_retriever.store import make_client
 
 
-def open_in_fresh_process(path: str, queries: np.ndarray) -> dict:
-    """Open time and RSS, measured where nothing else was loaded (this script's own arrays would blur it)."""
+def open_in_fresh_process(path: str, queries: np.ndarray, lists_dtype: str = "float32") -> dict:
+    """Open time and RSS, measured in a process where nothing else was loaded (this script's
+    own arrays would blur it)."""
     with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
         np.save(f, queries)
-    shown = subprocess.run(
-        [sys.executable, __file__, "--open-probe", path, "--queries-file", f.name], capture_output=True, text=True, check=True
-    )
+    command = [sys.executable, __file__, "--open-probe", path, "--queries-file", f.name, "--lists-dtype", lists_dtype]
+    shown = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(shown.stdout.strip().splitlines()[-1])
 
 
-def open_probe(path: str, queries_file: str) -> None:
+def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
     import psutil
 
     process = psutil.Process()
     embed_model = resolve_embed_model()
     before = process.memory_info().rss
     started = time.perf_counter()
-    index = ClusterIndex.open("bench", path=path, embed_model=embed_model)
+    index = ClusterIndex.open("bench", path=path, embed_model=embed_model, lists_dtype=lists_dtype)
     open_s = time.perf_counter() - started
     after_open = process.memory_info().rss
     for q in np.load(queries_file):
@@ -71,6 +73,49 @@ def open_probe(path: str, queries_file: str) -> None:
                 "vectors_mb": index.lists.vectors.nbytes * mb,
             }
         )
+    )
+
+
+def open_costs(path: str, queries: np.ndarray) -> dict:
+    """Cold (no lists file: every vector read through Chroma, then the file written), warm
+    (the file mapped), and warm with float16 lists (after their own cold open)."""
+    shutil.rmtree(Path(path) / "cluster_retriever_lists", ignore_errors=True)
+    costs = {"cold": open_in_fresh_process(path, queries), "warm": open_in_fresh_process(path, queries)}
+    open_in_fresh_process(path, queries, "float16")
+    costs["warm_float16"] = open_in_fresh_process(path, queries, "float16")
+    return costs
+
+
+def float16_recall(path: str, queries: np.ndarray, exact: list[list[str]], embed_model) -> float:
+    index = ClusterIndex.open("bench", path=path, embed_model=embed_model, lists_dtype="float16")
+    found = [index.search(q, top_k=10, with_nodes=False).ids for q in queries]
+    index.close()
+    return recall_at_10(found, exact)
+
+
+def summary(row: dict) -> str:
+    faiss_row = row["faiss_at_equal_recall"]
+    faiss_text = (
+        f"faiss nprobe {faiss_row['nprobe']} {faiss_row['p50_ms']:.2f} ms (R {faiss_row['recall@10']:.3f}), "
+        f"ours / faiss {row['ids_only']['p50_ms'] / faiss_row['p50_ms']:.2f}x, with the faiss kernel "
+        f"{row['ids_only_faiss_kernel']['p50_ms']:.2f} ms ({row['ids_only_faiss_kernel']['p50_ms'] / faiss_row['p50_ms']:.2f}x)"
+        if faiss_row
+        else "faiss does not reach it within 1024 probes"
+    )
+    opens = "; ".join(
+        f"open {kind} {o['open_s']:.1f} s RSS +{o['rss_open_mb']:.0f} MB (+{o['rss_after_queries_mb']:.0f} after queries)"
+        for kind, o in row["open"].items()
+        if isinstance(o, dict)
+    )
+    default, chroma, ids_only = row["default"], row["chroma_default"], row["ids_only"]
+    return (
+        f"{row['n_docs']:>8} k {row['n_clusters']} (largest {row['largest_over_mean']:.1f}x mean): default R@10 "
+        f"{default['recall@10']:.3f} p50 {default['p50_ms']:.2f} ms, scanned {default['fraction_scanned']:.1%}; chroma R@10 "
+        f"{chroma['recall@10']:.3f} p50 {chroma['p50_ms']:.2f} ms ({chroma['p50_ms'] / default['p50_ms']:.2f}x; with the faiss kernel "
+        f"{row['default_faiss_kernel']['p50_ms']:.2f} ms, {chroma['p50_ms'] / row['default_faiss_kernel']['p50_ms']:.2f}x); ids only R@10 "
+        f"{ids_only['recall@10']:.3f} p50 {ids_only['p50_ms']:.2f} ms, {faiss_text}; {opens}; vectors "
+        f"{row['open']['warm']['vectors_mb']:.0f} MB; float16 R@10 {row['open']['float16_recall@10']:.3f}; build s "
+        + ", ".join(f"{k} {v:.0f}" for k, v in row["build_s"].items())
     )
 
 
@@ -109,6 +154,18 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return lists.scan(q, route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor), 10).ids
 
         scan_found, scan_ms = timed(ids_only, queries)
+
+        def ids_only_faiss_kernel(q):
+            return lists.scan(
+                q, route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor), 10, kernel="faiss"
+            ).ids
+
+        ids_only_faiss_kernel(queries[0])  # FAISS's copy of the lists is made on the first call
+        kernel_found, kernel_ms = timed(ids_only_faiss_kernel, queries)
+        index.scan_kernel = "faiss"
+        default_path(queries[0])
+        faiss_default_found, faiss_default_ms = timed(default_path, queries)
+        index.scan_kernel = "numpy"
         started = time.perf_counter()
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(lists.dim), lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)
         ivf.train(vectors)
@@ -116,13 +173,14 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         faiss_build_s = time.perf_counter() - started
         faiss.omp_set_num_threads(1)
         curve = []
-        for n_probe in PROBES:
+        for n_probe in (*PROBES, 384, 512, 768, 1024):
             ivf.nprobe = n_probe
             found, ms = timed(lambda q: ids[ivf.search(q[None, :], 10)[1][0]].tolist(), queries)
             curve.append({"nprobe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
         faiss_equal = next((row for row in curve if row["recall@10"] >= recall_at_10(scan_found, exact)), None)
         index.close()
-        opened = open_in_fresh_process(tmp, queries)
+        opened = open_costs(tmp, queries)
+        opened["float16_recall@10"] = float16_recall(tmp, queries, exact, embed_model)
     return {
         "n_docs": n,
         "n_clusters": index.n_clusters,
@@ -135,6 +193,11 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         },
         "chroma_default": {"recall@10": recall_at_10(chroma_found, exact), "p50_ms": float(np.percentile(chroma_ms, 50))},
         "ids_only": {"recall@10": recall_at_10(scan_found, exact), "p50_ms": float(np.percentile(scan_ms, 50))},
+        "ids_only_faiss_kernel": {"recall@10": recall_at_10(kernel_found, exact), "p50_ms": float(np.percentile(kernel_ms, 50))},
+        "default_faiss_kernel": {
+            "recall@10": recall_at_10(faiss_default_found, exact),
+            "p50_ms": float(np.percentile(faiss_default_ms, 50)),
+        },
         "faiss_curve": curve,
         "faiss_at_equal_recall": faiss_equal,
         "open": opened,
@@ -149,9 +212,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/scale.json"))
     parser.add_argument("--open-probe", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
+    parser.add_argument("--lists-dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.open_probe:
-        open_probe(args.open_probe, args.queries_file)
+        open_probe(args.open_probe, args.queries_file, args.lists_dtype)
         return
     embed_model = resolve_embed_model()
     data = load_beir(args.dataset)
@@ -161,23 +225,7 @@ def main() -> None:
     for n in args.sizes.split(","):
         results.append(bench_size(int(n), anchors, args.queries, rng, embed_model))
         write_json(args.json, results)  # each size as it finishes: the large ones take long
-        row = results[-1]
-        faiss_row = row["faiss_at_equal_recall"]
-        faiss_text = (
-            f"faiss nprobe {faiss_row['nprobe']} {faiss_row['p50_ms']:.2f} ms (R {faiss_row['recall@10']:.3f}), "
-            f"ours / faiss {row['ids_only']['p50_ms'] / faiss_row['p50_ms']:.2f}x"
-            if faiss_row
-            else "faiss does not reach it within 256 probes"
-        )
-        print(
-            f"{row['n_docs']:>8} k {row['n_clusters']} (largest {row['largest_over_mean']:.1f}x mean): default R@10 "
-            f"{row['default']['recall@10']:.3f} p50 {row['default']['p50_ms']:.2f} ms, scanned {row['default']['fraction_scanned']:.1%}; "
-            f"chroma R@10 {row['chroma_default']['recall@10']:.3f} p50 {row['chroma_default']['p50_ms']:.2f} ms "
-            f"({row['chroma_default']['p50_ms'] / row['default']['p50_ms']:.2f}x); ids only R@10 {row['ids_only']['recall@10']:.3f} "
-            f"p50 {row['ids_only']['p50_ms']:.2f} ms, {faiss_text}; open {row['open']['open_s']:.1f} s, "
-            f"RSS +{row['open']['rss_open_mb']:.0f} MB (+{row['open']['rss_after_queries_mb']:.0f} after queries; vectors "
-            f"{row['open']['vectors_mb']:.0f} MB); build s " + ", ".join(f"{k} {v:.0f}" for k, v in row["build_s"].items())
-        )
+        print(summary(results[-1]), flush=True)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,9 @@ class ClusterIndex:
         self.lists_file = lists_file_for(store) if lists_file == "default" else lists_file
         self.recluster_growth = recluster_growth
         self.exact_scan_max_floats = EXACT_SCAN_MAX_FLOATS
+        # "faiss" (needs the [faiss] extra): FAISS's IVF-Flat kernel for routed scans, about 1.5x
+        # faster at 100k, holding a copy of the vectors in memory, remade after each write.
+        self.scan_kernel: Literal["numpy", "faiss"] = "numpy"
         self.embed_model = embed_model
         self.max_staleness_s = max_staleness_s
         self.lock_timeout_s = lock_timeout_s
@@ -693,7 +696,7 @@ class ClusterIndex:
             clusters = None  # scanning every match costs no more than routing would
         else:
             clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k, budget_factor=factor)
-        result = lists.scan(query, clusters, top_k, mask)
+        result = lists.scan(query, clusters, top_k, mask, self.scan_kernel)
         nonempty = int(np.count_nonzero(sizes))
         probed = nonempty if clusters is None else len(clusters)
         exact = clusters is None or len(clusters) == nonempty

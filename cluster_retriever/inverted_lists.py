@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from cluster_retriever._optional import require
 from cluster_retriever.filters import MetadataColumns, evaluate, filter_key
 
 _MASK_CACHE = 64  # filters remembered per version of the lists
@@ -87,6 +88,7 @@ class InvertedLists:
         self._columns: MetadataColumns | None = None
         self._masks: dict[str, np.ndarray] = {}
         self._masks_lock = threading.Lock()
+        self._faiss: Any = None  # an IndexIVFFlat over these lists, built on the first faiss scan
 
     @property
     def metadatas(self) -> np.ndarray:
@@ -162,10 +164,18 @@ class InvertedLists:
         return counts
 
     def scan(
-        self, query: np.ndarray, clusters: Sequence[int] | np.ndarray | None, top_k: int, mask: np.ndarray | None = None
+        self,
+        query: np.ndarray,
+        clusters: Sequence[int] | np.ndarray | None,
+        top_k: int,
+        mask: np.ndarray | None = None,
+        kernel: str = "numpy",
     ) -> ScanResult:
         """Exact top-k over the given clusters (all of them when ``clusters`` is None),
-        among the rows ``mask`` lets through."""
+        among the rows ``mask`` lets through. ``kernel="faiss"`` scans unfiltered routed
+        queries with FAISS's IVF-Flat kernel over these same lists (same results)."""
+        if kernel == "faiss" and clusters is not None and mask is None and len(self.ids):
+            return self._scan_faiss(query, clusters, top_k)
         if clusters is None:
             starts, ends = np.array([0]), np.array([len(self.ids)])
         else:
@@ -190,6 +200,40 @@ class InvertedLists:
         block = np.searchsorted(filled, best, side="right") - 1
         found = starts[block] + best - filled[block]
         return ScanResult(list(self.ids[found]), scores[best], len(scores))
+
+    def _scan_faiss(self, query: np.ndarray, clusters: Sequence[int] | np.ndarray, top_k: int) -> ScanResult:
+        faiss = require("faiss", "faiss")
+        chosen = np.unique(np.asarray(clusters, dtype=np.int64))
+        chosen = chosen[self.sizes[chosen] > 0]
+        k = min(top_k, int(self.sizes[chosen].sum()))
+        if k == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+        ivf = self._faiss_index(faiss)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = len(chosen)
+        x = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        probes = np.ascontiguousarray(chosen.reshape(1, -1))
+        coarse = np.zeros(probes.shape, dtype=np.float32)
+        distances = np.empty((1, k), dtype=np.float32)
+        rows = np.empty((1, k), dtype=np.int64)
+        sp = faiss.swig_ptr
+        ivf.search_preassigned_c(1, sp(x), k, sp(probes), sp(coarse), sp(distances), sp(rows), False, params)
+        return ScanResult(list(self.ids[rows[0]]), distances[0], int(self.sizes[chosen].sum()))
+
+    def _faiss_index(self, faiss: Any) -> Any:
+        """FAISS's IVF-Flat index holding these lists as they are (our centroids, our
+        assignments; ids are row numbers): a copy of the vectors in memory, made once."""
+        with self._masks_lock:
+            if self._faiss is None:
+                quantizer = faiss.IndexFlatIP(self.dim)
+                quantizer.add(self.centroids)
+                ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.n_clusters, faiss.METRIC_INNER_PRODUCT)
+                ivf.is_trained = True
+                vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+                rows = np.arange(len(self.ids), dtype=np.int64)
+                ivf.add_core(len(rows), faiss.swig_ptr(vectors), faiss.swig_ptr(rows), faiss.swig_ptr(self.labels))
+                self._faiss = ivf
+            return self._faiss
 
     def _top(self, scores: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
         k = min(top_k, len(scores))

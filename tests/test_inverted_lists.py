@@ -48,3 +48,19 @@ def test_added_and_removed_return_new_lists():
     shrunk = grown.removed(["new", "d0"])
     assert "d0" not in shrunk and len(shrunk) == len(lists) - 1
     assert shrunk.sizes.sum() == len(shrunk)
+
+
+def test_the_faiss_kernel_returns_what_the_numpy_scan_returns():
+    lists, vectors, labels, ids = make(n=600, k=12, dim=32, seed=3)
+    for row in range(0, 600, 37):
+        query = vectors[row]
+        for clusters in ([int(labels[row])], [0, 3, 7], list(range(12))):
+            ours, theirs = lists.scan(query, clusters, 10), lists.scan(query, clusters, 10, kernel="faiss")
+            assert theirs.ids == ours.ids and np.allclose(theirs.scores, ours.scores, atol=1e-5)
+            assert theirs.n_scanned == ours.n_scanned == int(np.isin(labels, clusters).sum())
+    small = lists.scan(vectors[0], [int(labels[0])], 10_000, kernel="faiss")  # k larger than the clusters
+    assert len(small.ids) == small.n_scanned == int((labels == labels[0]).sum())
+    mask = np.zeros(600, dtype=bool)
+    mask[::2] = True  # rows in the lists' order; a filter takes the masked numpy scan
+    filtered = lists.scan(vectors[1], [0, 1], 5, mask, kernel="faiss")
+    assert filtered.ids == lists.scan(vectors[1], [0, 1], 5, mask).ids and set(filtered.ids) <= set(lists.ids[mask])
