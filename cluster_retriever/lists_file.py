@@ -78,7 +78,7 @@ class ListsFile:
             meta_path = Path(f"{stem}.meta.json")
             if not meta_path.exists():
                 return None
-            ids = arrays["ids"].astype(str).astype(object)  # utf-8 bytes on disk
+            ids = np.char.decode(arrays["ids"], "utf-8").astype(object)  # utf-8 bytes on disk
             lists = InvertedLists.from_sorted(
                 np.asarray(arrays["centroids"], dtype=np.float32),
                 ids,

@@ -64,7 +64,7 @@ def test_open_maps_the_file_and_reads_no_vector_from_chroma(built, monkeypatch):
 
 def test_a_stale_file_is_brought_in_line_by_id_and_written_again(built, monkeypatch):
     index = reopen(built)
-    index.add([Document(id_="new", text=text_of(1234))])
+    index.add([Document(id_="nouveau-é-文", text=text_of(1234))])
     index.delete(["d3"])
     version = index.manifest.version
     index.close()
@@ -72,8 +72,10 @@ def test_a_stale_file_is_brought_in_line_by_id_and_written_again(built, monkeypa
     reads = count_vector_reads(monkeypatch)
     index = reopen(built)
     assert reads == []  # the delta is fetched by id, not the whole collection
-    assert "new" in index.lists and "d3" not in index.lists and len(index) == 400
-    assert top_ids(index, 1234)[0] == "new"
+    assert "nouveau-é-文" in index.lists and "d3" not in index.lists and len(index) == 400
+    assert top_ids(index, 1234)[0] == "nouveau-é-文"
+    index.close()
+    assert top_ids(reopen(built), 1234)[0] == "nouveau-é-文"  # from the rewritten file: ids are UTF-8 there
     assert header(built)["version"] == version and header(built)["count"] == 400
 
 
