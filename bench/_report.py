@@ -24,3 +24,14 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
+
+
+def resident_mb() -> dict[str, float]:
+    """This process's resident memory in MB, split as Linux reports it: ``anon`` (heap: what
+    the process itself holds) and ``file`` (mapped file pages: page cache, shared, evictable)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[key].split()[0]) / 1024 for name, key in (("anon", "RssAnon"), ("file", "RssFile"))}
+
+
+def grown(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in before}

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import write_json
+from _report import grown, resident_mb, write_json
 
 from cluster_retriever.inverted_lists import InvertedLists
 from cluster_retriever.lists_file import ListsFile
@@ -47,14 +47,11 @@ def write(folder: Path, n: int, dtype: str) -> None:
 
 
 def probe(folder: str, dtype: str) -> None:
-    import psutil
-
-    process = psutil.Process()
-    before = process.memory_info().rss
+    before = resident_mb()
     started = time.perf_counter()
     lists, _ = ListsFile(Path(folder), "bench", dtype).load(1, "synthetic", DIM)  # type: ignore[misc]
     load_s = time.perf_counter() - started
-    after_load = process.memory_info().rss
+    after_load = resident_mb()
     rng = np.random.default_rng(1)
     per_query = max(1, lists.n_clusters // 50)
     touched: set[int] = set()
@@ -70,8 +67,8 @@ def probe(folder: str, dtype: str) -> None:
         json.dumps(
             {
                 "load_s": load_s,
-                "rss_after_load_mb": (after_load - before) * mb,
-                "rss_after_queries_mb": (process.memory_info().rss - before) * mb,
+                "rss_after_load_mb": grown(before, after_load),
+                "rss_after_queries_mb": grown(before, resident_mb()),
                 "clusters_touched": len(touched) / lists.n_clusters,
                 "vectors_mb": lists.vectors.nbytes * mb,
                 "mean_scan_ms": scan_ms,
@@ -101,8 +98,9 @@ def main() -> None:
         result = {"size": args.size, "dtype": args.dtype, "write_s": write_s, **json.loads(shown.stdout.strip().splitlines()[-1])}
     print(
         f"{result['size']:,} x {DIM}-d {result['dtype']} ({result['vectors_mb']:.0f} MB of vectors, k {result['n_clusters']}): "
-        f"load {result['load_s']:.2f} s, RSS +{result['rss_after_load_mb']:.0f} MB after load, "
-        f"+{result['rss_after_queries_mb']:.0f} MB after {QUERIES} queries of 2% of the clusters each "
+        f"load {result['load_s']:.2f} s, RSS anon/file +{result['rss_after_load_mb']['anon']:.0f}/"
+        f"{result['rss_after_load_mb']['file']:.0f} MB after load, +{result['rss_after_queries_mb']['anon']:.0f}/"
+        f"{result['rss_after_queries_mb']['file']:.0f} MB after {QUERIES} queries of 2% of the clusters each "
         f"({result['clusters_touched']:.0%} of the clusters touched) "
         f"({result['mean_scan_ms']:.1f} ms per scan); written in {result['write_s']:.0f} s"
     )

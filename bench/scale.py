@@ -28,7 +28,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from _report import write_json
+from _report import grown, resident_mb, write_json
 from routing_latency import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
 
 from cluster_retriever import ClusterIndex
@@ -51,25 +51,22 @@ def open_in_fresh_process(path: str, queries: np.ndarray, lists_dtype: str = "fl
 
 
 def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
-    import psutil
-
-    process = psutil.Process()
     embed_model = resolve_embed_model()
-    before = process.memory_info().rss
+    before = resident_mb()
     started = time.perf_counter()
     index = ClusterIndex.open("bench", path=path, embed_model=embed_model, lists_dtype=lists_dtype)
     open_s = time.perf_counter() - started
-    after_open = process.memory_info().rss
+    after_open = resident_mb()
     for q in np.load(queries_file):
         index.search(q, top_k=10)
-    after_queries = process.memory_info().rss
+    after_queries = resident_mb()
     mb = 1 / 2**20
     print(
         json.dumps(
             {
                 "open_s": open_s,
-                "rss_open_mb": (after_open - before) * mb,
-                "rss_after_queries_mb": (after_queries - before) * mb,
+                "rss_open_mb": grown(before, after_open),
+                "rss_after_queries_mb": grown(before, after_queries),
                 "vectors_mb": index.lists.vectors.nbytes * mb,
             }
         )
@@ -103,7 +100,8 @@ def summary(row: dict) -> str:
         else "faiss does not reach it within 1024 probes"
     )
     opens = "; ".join(
-        f"open {kind} {o['open_s']:.1f} s RSS +{o['rss_open_mb']:.0f} MB (+{o['rss_after_queries_mb']:.0f} after queries)"
+        f"open {kind} {o['open_s']:.1f} s, RSS anon/file +{o['rss_open_mb']['anon']:.0f}/{o['rss_open_mb']['file']:.0f} MB "
+        f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after queries)"
         for kind, o in row["open"].items()
         if isinstance(o, dict)
     )
