@@ -411,15 +411,31 @@ class ChromaStore:
     # -- centroids ------------------------------------------------------------------------
     def write_centroids(self, generation: int, centroids: np.ndarray) -> None:
         collection = self._collection(self._centroids_name(generation), create=True)
-        ids = [str(c) for c in range(len(centroids))]
-        collection.upsert(ids=ids, embeddings=centroids, metadatas=[{CLUSTER_ID_KEY: c} for c in range(len(centroids))])
+        step = self.client.get_max_batch_size()  # k passes Chroma's batch limit near 300k documents
+        for start in range(0, len(centroids), step):
+            clusters = range(start, min(start + step, len(centroids)))
+            collection.upsert(
+                ids=[str(c) for c in clusters],
+                embeddings=centroids[start : start + step],
+                metadatas=[{CLUSTER_ID_KEY: c} for c in clusters],
+            )
 
     def read_centroids(self, generation: int) -> np.ndarray:
-        found = self._call(self._centroids_name(generation), lambda c: c.get(include=["embeddings"]))
-        if not found["ids"]:
+        name = self._centroids_name(generation)
+        ids: list[str] = []
+        vectors: list[Any] = []
+        offset = 0
+        while True:
+            found: dict[str, Any] = self._call(name, partial(_get_page, include=["embeddings"], offset=offset))
+            if not found["ids"]:
+                break
+            ids.extend(found["ids"])
+            vectors.extend(found["embeddings"])
+            offset += len(found["ids"])
+        if not ids:
             return np.zeros((0, 0), dtype=np.float32)
-        order = np.argsort([int(i) for i in found["ids"]])
-        return np.asarray(found["embeddings"], dtype=np.float32)[order]
+        order = np.argsort([int(i) for i in ids])
+        return np.asarray(vectors, dtype=np.float32)[order]
 
 
 def _get_page(collection: Any, include: list[str], offset: int) -> Any:

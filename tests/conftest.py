@@ -9,7 +9,11 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+# Lists files of server-backed test indexes go to a throwaway cache, not the user's ~/.cache.
+os.environ.setdefault("CLUSTER_RETRIEVER_CACHE", tempfile.mkdtemp(prefix="cluster-retriever-test-cache-"))
 
 import pytest  # noqa: E402
 from llama_index.core.schema import Document  # noqa: E402

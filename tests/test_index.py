@@ -233,3 +233,13 @@ def test_search_without_nodes_returns_the_same_ids_and_reads_no_documents(index,
     monkeypatch.setattr(index.store, "fetch", no_fetch)
     bare = index.search(query, top_k=5, with_nodes=False)
     assert bare.hits == [] and bare.ids == full.ids and bare.scores == full.scores and bare.stats == full.stats
+
+
+def test_more_centroids_than_one_chroma_batch_are_written_and_read_back(tmp_path):
+    from cluster_retriever.store import ChromaStore, make_client
+
+    store = ChromaStore(make_client(tmp_path), "big")
+    k = store.client.get_max_batch_size() + 500  # about 300k documents' worth of clusters
+    centroids = np.random.default_rng(0).normal(size=(k, 4)).astype(np.float32)
+    store.write_centroids(1, centroids)
+    assert np.allclose(store.read_centroids(1), centroids, atol=1e-6)  # Chroma rounds the last bit
