@@ -141,8 +141,9 @@ class ClusterIndex:
         self.lists_file = lists_file_for(store) if lists_file == "default" else lists_file
         self.recluster_growth = recluster_growth
         self.exact_scan_max_floats = EXACT_SCAN_MAX_FLOATS
-        # "faiss" (needs the [faiss] extra): FAISS's IVF-Flat kernel for routed scans, about 1.5x
-        # faster at 100k, holding a copy of the vectors in memory, remade after each write.
+        # "faiss" (needs the [faiss] extra): FAISS's IVF-Flat kernel for routed scans; it holds a
+        # copy of the vectors in memory, remade after each write, and measured no faster than
+        # numpy's at 100k-300k (docs/benchmarks.md), hence opt-in.
         self.scan_kernel: Literal["numpy", "faiss"] = "numpy"
         self.embed_model = embed_model
         self.max_staleness_s = max_staleness_s
