@@ -19,8 +19,10 @@ pytestmark = pytest.mark.slow
 
 def pytest_generate_tests(metafunc):
     if "guard_dataset" in metafunc.fixturenames:
-        names = ["cisi", "bbc", *guard_datasets(metafunc.config)]
-        metafunc.parametrize("guard_dataset", names, ids=[n.rstrip("/").split("/")[-1] for n in names])
+        names = ["bbc", *guard_datasets(metafunc.config)]
+        params = [pytest.param("cisi", marks=requires_cisi, id="cisi")]
+        params += [pytest.param(name, id=name.rstrip("/").split("/")[-1]) for name in names]
+        metafunc.parametrize("guard_dataset", params)
 
 
 def load(name: str) -> BeirDataset:
@@ -56,7 +58,6 @@ def test_defaults_scan_small_corpora_exactly(tmp_path, embed_model):
     assert exact and scanned == 1.0 and default == flat
 
 
-@requires_cisi
 def test_calibrated_routing_keeps_its_promise(guard_dataset, tmp_path, embed_model):
     data = load(guard_dataset)
     index = ClusterIndex.build(data.corpus, path=tmp_path, embed_model=embed_model, show_progress=False)
