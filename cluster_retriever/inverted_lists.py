@@ -87,13 +87,13 @@ class InvertedLists:
         self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
         self._columns: MetadataColumns | None = None
         self._masks: dict[str, np.ndarray] = {}
-        self._masks_lock = threading.Lock()
+        self._lazy_lock = threading.Lock()  # guards the mask cache, the metadata and the FAISS copy
         self._faiss: Any = None  # an IndexIVFFlat over these lists, built on the first faiss scan
 
     @property
     def metadatas(self) -> np.ndarray:
         """Each row's filterable metadata (object array of dicts), read when first needed."""
-        with self._masks_lock:
+        with self._lazy_lock:
             if self._metadatas is None:
                 assert self._load_metadatas is not None
                 loaded = np.empty(len(self.ids), dtype=object)
@@ -138,7 +138,7 @@ class InvertedLists:
         if not (filters and filters.filters) and not node_ids and not doc_ids:
             return None
         key = filter_key(filters, node_ids, doc_ids)
-        with self._masks_lock:
+        with self._lazy_lock:
             cached = self._masks.get(key)
         if cached is not None:
             return cached
@@ -150,7 +150,7 @@ class InvertedLists:
         if doc_ids:
             refs = self.columns.column("ref_doc_id")[0]
             allowed &= np.isin(refs, np.asarray(list(doc_ids), dtype=object))
-        with self._masks_lock:
+        with self._lazy_lock:
             if len(self._masks) >= _MASK_CACHE:
                 self._masks.pop(next(iter(self._masks)))
             self._masks[key] = allowed
@@ -203,9 +203,9 @@ class InvertedLists:
 
     def _scan_faiss(self, query: np.ndarray, clusters: Sequence[int] | np.ndarray, top_k: int) -> ScanResult:
         faiss = require("faiss", "faiss")
-        chosen = np.unique(np.asarray(clusters, dtype=np.int64))
-        chosen = chosen[self.sizes[chosen] > 0]
-        k = min(top_k, int(self.sizes[chosen].sum()))
+        chosen = self._nonempty(clusters)
+        n_scanned = int(self.sizes[chosen].sum())
+        k = min(top_k, n_scanned)
         if k == 0:
             return ScanResult([], np.zeros(0, dtype=np.float32), 0)
         ivf = self._faiss_index(faiss)
@@ -218,12 +218,12 @@ class InvertedLists:
         rows = np.empty((1, k), dtype=np.int64)
         sp = faiss.swig_ptr
         ivf.search_preassigned_c(1, sp(x), k, sp(probes), sp(coarse), sp(distances), sp(rows), False, params)
-        return ScanResult(list(self.ids[rows[0]]), distances[0], int(self.sizes[chosen].sum()))
+        return ScanResult(list(self.ids[rows[0]]), distances[0], n_scanned)
 
     def _faiss_index(self, faiss: Any) -> Any:
         """FAISS's IVF-Flat index holding these lists as they are (our centroids, our
         assignments; ids are row numbers): a copy of the vectors in memory, made once."""
-        with self._masks_lock:
+        with self._lazy_lock:
             if self._faiss is None:
                 quantizer = faiss.IndexFlatIP(self.dim)
                 quantizer.add(self.centroids)
@@ -243,10 +243,15 @@ class InvertedLists:
         best = best[np.argsort(-scores[best], kind="stable")]
         return ScanResult(list(self.ids[rows[best]]), scores[best].astype(np.float32), len(scores))
 
+    def _nonempty(self, clusters: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The distinct given clusters that hold rows, in order."""
+        chosen = np.unique(np.asarray(clusters, dtype=np.int64))
+        nonempty: np.ndarray = chosen[self.sizes[chosen] > 0]
+        return nonempty
+
     def _ranges(self, clusters: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
-        chosen = np.unique(np.asarray(clusters, dtype=np.int64))
-        chosen = chosen[self.sizes[chosen] > 0]
+        chosen = self._nonempty(clusters)
         starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
         if len(chosen) > 1:
             gap = starts[1:] != ends[:-1]  # between cluster i and i + 1
