@@ -117,7 +117,13 @@ def summary(row: dict) -> str:
     )
 
 
+def phase(n: int, text: str) -> None:
+    """Progress on stderr: the large sizes run for the better part of an hour."""
+    print(f"[{time.strftime('%H:%M:%S')}] {n}: {text}", file=sys.stderr, flush=True)
+
+
 def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
+    phase(n, "sampling vectors, exact top-10")
     vectors = sample_between(anchors, n, NOISE, rng)
     queries = sample_between(anchors, n_queries, NOISE, rng)
     ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
@@ -125,9 +131,11 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
     with tempfile.TemporaryDirectory() as tmp:
         client = make_client(tmp)
         source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+        phase(n, "filling the Chroma collection")
         started = time.perf_counter()
         fill(source, ids.tolist(), vectors, client.get_max_batch_size())
         chroma_build_s = time.perf_counter() - started
+        phase(n, "adopting it (ClusterIndex.from_vector_store)")
         started = time.perf_counter()
         index = ClusterIndex.from_vector_store(source, client=client, embed_model=embed_model, name="bench", show_progress=False)
         build_s = time.perf_counter() - started
@@ -138,6 +146,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         def default_path(q):
             return [h.node.node_id for h in index.search(q, top_k=10).hits]
 
+        phase(n, "timing queries")
         stats = [index.search(q, top_k=10).stats for q in queries]
         chroma(queries[0]), default_path(queries[0])
         chroma_found, chroma_ms = timed(chroma, queries)
@@ -164,6 +173,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         default_path(queries[0])
         faiss_default_found, faiss_default_ms = timed(default_path, queries)
         index.scan_kernel = "numpy"
+        phase(n, "FAISS IVF-Flat")
         started = time.perf_counter()
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(lists.dim), lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)
         ivf.train(vectors)
@@ -177,6 +187,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             curve.append({"nprobe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
         faiss_equal = next((row for row in curve if row["recall@10"] >= recall_at_10(scan_found, exact)), None)
         index.close()
+        phase(n, "opening in fresh processes")
         opened = open_costs(tmp, queries)
         opened["float16_recall@10"] = float16_recall(tmp, queries, exact, embed_model)
     return {

@@ -20,7 +20,7 @@ QUERY = "how do pastry chefs laminate croissant dough " * 3
 CANDIDATES = [
     NodeWithScore(node=TextNode(id_=f"n{i}", text=f"passage {i} about dough and chefs"), score=1 - i / 100) for i in range(20)
 ]
-TIMEOUT, DEADLINE, GRACE = 1.0, 2.5, 1.0
+TIMEOUT, DEADLINE, GRACE = 1.0, 2.5, 0.5
 REPORT: dict[str, dict] = {}
 
 
@@ -49,9 +49,7 @@ def test_a_misbehaving_server_never_breaks_the_deadline_or_the_order(fault, capl
         wall = time.perf_counter() - started
     REPORT[fault] = {"wall_s": round(wall, 3), "deadline_s": DEADLINE, "llm_calls": result.stats.llm_calls}
     assert ids(result.nodes) == ids(CANDIDATES)  # nothing dropped or repeated; first-stage order
-    # A 20 MB answer is parsed by litellm on the event loop, which no deadline can interrupt:
-    # that parse is the overrun "huge" is allowed (measured about 1.1 s here, see the README).
-    assert wall <= DEADLINE + GRACE + (1.5 if fault == "huge" else 0.0)
+    assert wall <= DEADLINE + GRACE  # "huge" too: litellm parses it off the caller's loop
     assert result.stats.fell_back and result.stats.failures == result.stats.llm_calls
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 

@@ -1,6 +1,11 @@
+import asyncio
+import multiprocessing
+
 import pytest
 
 from cluster_retriever.rerank.judge import DEFAULT_PROMPT, LiteLLMJudge, VerdictCache, escape, parse_verdict
+
+from .stub_ollama import StubOllama
 
 
 @pytest.mark.parametrize(
@@ -60,3 +65,25 @@ def test_disk_cache_survives_a_new_instance(tmp_path):
     assert VerdictCache(tmp_path / "cache" / "verdicts.sqlite").get("k") == "B"
     assert VerdictCache().get("k") is None
     assert DEFAULT_PROMPT.template_vars == ["query", "passage_a", "passage_b"]
+
+
+def _judge_in_child(url: str, out) -> None:
+    out.put(asyncio.run(LiteLLMJudge("ollama_chat/stub", api_base=url, timeout=5)("q", "a", "b")))
+
+
+def test_a_forked_child_gets_its_own_call_loop():
+    """The judge's calls run on a loop thread of the library's; a child forked after the parent
+    started it has the loop object but not the thread, and must start its own, not hang."""
+    with StubOllama() as stub:
+        stub.answer = "B"
+        judge = LiteLLMJudge("ollama_chat/stub", api_base=stub.url, timeout=5)
+        assert asyncio.run(judge("q", "a", "b")) == "B"
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        child = context.Process(target=_judge_in_child, args=(stub.url, out))
+        child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+        assert out.get(timeout=1) == "B"

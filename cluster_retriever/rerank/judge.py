@@ -10,11 +10,13 @@ import asyncio
 import hashlib
 import html
 import logging
+import os
 import re
 import sqlite3
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import litellm
 from llama_index.core.prompts import PromptTemplate
@@ -22,6 +24,7 @@ from llama_index.core.prompts import PromptTemplate
 from cluster_retriever.errors import JudgeUnreachable
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Verdict = Literal["A", "B"]
 PROMPT_VERSION = "prp-1"
@@ -121,7 +124,7 @@ class LiteLLMJudge:
         try:
             # litellm's timeout applies per socket read: a server that dribbles bytes never
             # trips it. This bounds the whole call, connect to last byte.
-            response = await asyncio.wait_for(call, self.timeout)
+            response = await asyncio.wait_for(off_loop(call), self.timeout)
         except (litellm.exceptions.Timeout, asyncio.TimeoutError):
             logger.debug("judge timed out after %ss", self.timeout)
             return None
@@ -140,6 +143,35 @@ class LiteLLMJudge:
         if self.use_logprobs and (verdict := _verdict_from_logprobs(choice)):
             return verdict
         return parse_verdict(content)
+
+
+class _CallLoop:
+    """One event loop on a daemon thread, started on the first call, for litellm's calls.
+
+    litellm parses an answer synchronously (JSON, then token counts): a 20 MB answer held the
+    caller's loop for seconds, past any deadline. On this loop the parse blocks only other
+    LLM calls; the caller's loop keeps its timers, so a deadline cancels the wait on time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # a forked child has no thread
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="cluster-retriever-llm", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+
+_CALL_LOOP = _CallLoop()
+
+
+async def off_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``coroutine`` run on the LLM call loop; cancelling the wait cancels it there."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _CALL_LOOP.get()))
 
 
 def _is_refused(exc: Exception) -> bool:
