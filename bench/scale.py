@@ -46,7 +46,10 @@ def open_in_fresh_process(path: str, queries: np.ndarray, lists_dtype: str = "fl
     with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
         np.save(f, queries)
     command = [sys.executable, __file__, "--open-probe", path, "--queries-file", f.name, "--lists-dtype", lists_dtype]
-    shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    try:
+        shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    finally:
+        Path(f.name).unlink()
     return json.loads(shown.stdout.strip().splitlines()[-1])
 
 
