@@ -9,7 +9,8 @@ ChromaVectorStore collection is filled, adopted by a ClusterIndex (defaults: aut
 clusters, calibrated routing at target_recall 0.95), and then, in a fresh process,
 ``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
 after open, after the queries): cold (no lists file), warm (the file memory-mapped), warm with
-float16 lists. Reported: recall@10 against exact search and p50 of the default
+float16 lists; and, in another fresh process, what Chroma's embedded client alone takes on its
+first read of the collection (it loads the collection's whole HNSW index). Reported: recall@10 against exact search and p50 of the default
 path (documents fetched from Chroma) against Chroma's default query on the same collection;
 and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
 lists, at the fastest nprobe reaching the same recall. Writes runs/scale.json.
@@ -76,11 +77,28 @@ def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
     )
 
 
+def chroma_read_probe(path: str) -> None:
+    """What Chroma's embedded client itself takes on the first read of the collection (any
+    read: get by ids, count, where): it loads the collection's whole HNSW index."""
+    client = make_client(path)
+    before = resident_mb()
+    started = time.perf_counter()
+    client.get_collection("source").get(ids=["doc0"], include=["documents"])
+    print(json.dumps({"read_s": time.perf_counter() - started, "rss_mb": grown(before, resident_mb())}))
+
+
+def chroma_first_read(path: str) -> dict:
+    command = [sys.executable, __file__, "--chroma-probe", path]
+    shown = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout.strip().splitlines()[-1])
+
+
 def open_costs(path: str, queries: np.ndarray) -> dict:
     """Cold (no lists file: every vector read through Chroma, then the file written), warm
     (the file mapped), and warm with float16 lists (after their own cold open)."""
     shutil.rmtree(Path(path) / "cluster_retriever_lists", ignore_errors=True)
     costs = {"cold": open_in_fresh_process(path, queries), "warm": open_in_fresh_process(path, queries)}
+    costs["chroma_first_read"] = chroma_first_read(path)
     open_in_fresh_process(path, queries, "float16")
     costs["warm_float16"] = open_in_fresh_process(path, queries, "float16")
     return costs
@@ -106,8 +124,10 @@ def summary(row: dict) -> str:
         f"open {kind} {o['open_s']:.1f} s, RSS anon/file +{o['rss_open_mb']['anon']:.0f}/{o['rss_open_mb']['file']:.0f} MB "
         f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after queries)"
         for kind, o in row["open"].items()
-        if isinstance(o, dict)
+        if isinstance(o, dict) and "open_s" in o
     )
+    if chroma_read := row["open"].get("chroma_first_read"):
+        opens += f"; of which Chroma's first read +{chroma_read['rss_mb']['anon']:.0f} MB anon ({chroma_read['read_s']:.1f} s)"
     default, chroma, ids_only = row["default"], row["chroma_default"], row["ids_only"]
     return (
         f"{row['n_docs']:>8} k {row['n_clusters']} (largest {row['largest_over_mean']:.1f}x mean): default R@10 "
@@ -225,7 +245,11 @@ def main() -> None:
     parser.add_argument("--open-probe", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
     parser.add_argument("--lists-dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--chroma-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chroma_probe:
+        chroma_read_probe(args.chroma_probe)
+        return
     if args.open_probe:
         open_probe(args.open_probe, args.queries_file, args.lists_dtype)
         return
