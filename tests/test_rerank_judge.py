@@ -1,9 +1,10 @@
 import asyncio
+import contextvars
 import multiprocessing
 
 import pytest
 
-from cluster_retriever.rerank.judge import DEFAULT_PROMPT, LiteLLMJudge, VerdictCache, escape, parse_verdict
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, LiteLLMJudge, VerdictCache, escape, off_loop, parse_verdict
 
 from .stub_ollama import StubOllama
 
@@ -87,3 +88,18 @@ def test_a_forked_child_gets_its_own_call_loop():
             child.kill()
         assert child.exitcode == 0
         assert out.get(timeout=1) == "B"
+
+
+def test_calls_on_the_call_loop_see_the_callers_context():
+    """Tracing (OpenTelemetry, LlamaIndex instrumentation) keeps its parent span: context
+    variables set by the caller are visible where litellm runs."""
+    span = contextvars.ContextVar("span", default="none")
+
+    async def current_span() -> str:
+        return span.get()
+
+    async def caller() -> str:
+        span.set("rerank")
+        return await off_loop(current_span())
+
+    assert asyncio.run(caller()) == "rerank"
