@@ -56,7 +56,7 @@ def test_open_maps_the_file_and_reads_no_vector_from_chroma(built, monkeypatch):
     from_chroma.close()
     reads = count_vector_reads(monkeypatch)
     index = reopen(built)
-    assert reads == [] and isinstance(index.lists.vectors, np.memmap)
+    assert reads == [] and isinstance(index.lists.vectors.base, np.memmap)  # a view of the mapped file
     assert [top_ids(index, i) for i in range(0, 400, 37)] == expected
     only_shard_1 = MetadataFilters(filters=[MetadataFilter(key="shard", value=1)])  # metadata read on first use
     assert all(int(doc_id[1:]) % 3 == 1 for doc_id in top_ids(index, 5, filters=only_shard_1))
