@@ -9,7 +9,8 @@ ChromaVectorStore collection is filled, adopted by a ClusterIndex (defaults: aut
 clusters, calibrated routing at target_recall 0.95), and then, in a fresh process,
 ``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
 after open, after the queries): cold (no lists file), warm (the file memory-mapped), warm with
-float16 lists; and, in another fresh process, what Chroma's embedded client alone takes on its
+float16 lists, each followed by the p50 of the same queries on the opened index (the path
+users take: lists from the file); and, in another fresh process, what Chroma's embedded client alone takes on its
 first read of the collection (it loads the collection's whole HNSW index). Reported: recall@10 against exact search and p50 of the default
 path (documents fetched from Chroma) against Chroma's default query on the same collection;
 and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
@@ -61,9 +62,13 @@ def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
     index = ClusterIndex.open("bench", path=path, embed_model=embed_model, lists_dtype=lists_dtype)
     open_s = time.perf_counter() - started
     after_open = resident_mb()
-    for q in np.load(queries_file):
+    queries = np.load(queries_file)
+    for q in queries:
         index.search(q, top_k=10)
     after_queries = resident_mb()
+    # The path users take (an opened index, lists from the file), timed once its pages are in.
+    _, default_ms = timed(lambda q: index.search(q, top_k=10), queries)
+    _, ids_only_ms = timed(lambda q: index.search(q, top_k=10, with_nodes=False), queries)
     mb = 1 / 2**20
     print(
         json.dumps(
@@ -72,6 +77,8 @@ def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
                 "rss_open_mb": grown(before, after_open),
                 "rss_after_queries_mb": grown(before, after_queries),
                 "vectors_mb": index.lists.vectors.nbytes * mb,
+                "p50_ms": float(np.percentile(default_ms, 50)),
+                "p50_ids_only_ms": float(np.percentile(ids_only_ms, 50)),
             }
         )
     )
@@ -122,7 +129,8 @@ def summary(row: dict) -> str:
     )
     opens = "; ".join(
         f"open {kind} {o['open_s']:.1f} s, RSS anon/file +{o['rss_open_mb']['anon']:.0f}/{o['rss_open_mb']['file']:.0f} MB "
-        f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after queries)"
+        f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after queries), "
+        f"then p50 {o['p50_ms']:.2f} ms (ids only {o['p50_ids_only_ms']:.2f})"
         for kind, o in row["open"].items()
         if isinstance(o, dict) and "open_s" in o
     )
