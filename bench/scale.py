@@ -10,9 +10,10 @@ clusters, calibrated routing at target_recall 0.95), and then, in a fresh proces
 ``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
 after open, after the queries): cold (no lists file), warm (the file memory-mapped), warm with
 float16 lists, each followed by the p50 of the same queries on the opened index (the path
-users take: lists from the file); and, in another fresh process, what Chroma's embedded client alone takes on its
-first read of the collection (it loads the collection's whole HNSW index). Reported: recall@10 against exact search and p50 of the default
-path (documents fetched from Chroma) against Chroma's default query on the same collection;
+users take: lists from the file); and, in another fresh process, what Chroma's embedded
+client alone takes on its first read of the collection (it loads the collection's whole HNSW
+index). Reported: recall@10 against exact search and p50 of the default path (documents
+fetched from Chroma) against Chroma's default query on the same collection;
 and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
 lists, at the fastest nprobe reaching the same recall. Writes runs/scale.json.
 """
@@ -42,17 +43,21 @@ from cluster_retriever.routing import route
 from cluster_retriever.store import make_client
 
 
+def in_fresh_process(*arguments: str) -> dict:
+    """This script run again with ``arguments``, in a process where nothing else was loaded
+    (this one's arrays would blur time and memory); its last line of output, as JSON."""
+    shown = subprocess.run([sys.executable, __file__, *arguments], capture_output=True, text=True, check=True)
+    return json.loads(shown.stdout.strip().splitlines()[-1])
+
+
 def open_in_fresh_process(path: str, queries: np.ndarray, lists_dtype: str = "float32") -> dict:
-    """Open time and RSS, measured in a process where nothing else was loaded (this script's
-    own arrays would blur it)."""
+    """Open time, RSS and query p50 of an index opened in a fresh process."""
     with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
         np.save(f, queries)
-    command = [sys.executable, __file__, "--open-probe", path, "--queries-file", f.name, "--lists-dtype", lists_dtype]
     try:
-        shown = subprocess.run(command, capture_output=True, text=True, check=True)
+        return in_fresh_process("--open-probe", path, "--queries-file", f.name, "--lists-dtype", lists_dtype)
     finally:
         Path(f.name).unlink()
-    return json.loads(shown.stdout.strip().splitlines()[-1])
 
 
 def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
@@ -94,18 +99,12 @@ def chroma_read_probe(path: str) -> None:
     print(json.dumps({"read_s": time.perf_counter() - started, "rss_mb": grown(before, resident_mb())}))
 
 
-def chroma_first_read(path: str) -> dict:
-    command = [sys.executable, __file__, "--chroma-probe", path]
-    shown = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(shown.stdout.strip().splitlines()[-1])
-
-
 def open_costs(path: str, queries: np.ndarray) -> dict:
     """Cold (no lists file: every vector read through Chroma, then the file written), warm
     (the file mapped), and warm with float16 lists (after their own cold open)."""
     shutil.rmtree(Path(path) / "cluster_retriever_lists", ignore_errors=True)
     costs = {"cold": open_in_fresh_process(path, queries), "warm": open_in_fresh_process(path, queries)}
-    costs["chroma_first_read"] = chroma_first_read(path)
+    costs["chroma_first_read"] = in_fresh_process("--chroma-probe", path)
     open_in_fresh_process(path, queries, "float16")
     costs["warm_float16"] = open_in_fresh_process(path, queries, "float16")
     return costs
