@@ -1,6 +1,7 @@
 """A local, versioned, memory-mapped copy of the inverted lists, so opening an index does not
-read every vector through Chroma's API, and a process holds in memory only the clusters its
-queries touch.
+read every vector through Chroma's API, and the index's vectors come into memory (as page
+cache) only for the clusters its queries touch. (Chroma's embedded client still loads its own
+HNSW index of the collection on its first read: docs/benchmarks.md, "Scale".)
 
 Chroma stays the source of truth: a file is used only for the generation, data collection
 (by its Chroma id) and dimension it was written for; when the manifest version or the record
