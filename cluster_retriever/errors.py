@@ -47,3 +47,8 @@ class StaleIndexError(ClusterRetrieverError, RuntimeError):
 
 class InvalidQueryError(ClusterRetrieverError, ValueError):
     """A query vector is not finite or has no direction."""
+
+
+class StoreOutOfSyncError(ClusterRetrieverError, RuntimeError):
+    """Another process wrote an embedded Chroma folder, and Chroma's embedded client in this
+    process cannot read those records until the process restarts."""

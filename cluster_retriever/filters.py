@@ -1,20 +1,29 @@
-"""LlamaIndex ``MetadataFilters`` evaluated over in-memory metadata columns, with Chroma's
-semantics (so a routed search filters exactly as ``ChromaVectorStore`` would):
+"""LlamaIndex ``MetadataFilters`` evaluated over metadata columns, with Chroma's semantics (so a
+routed search filters exactly as ``ChromaVectorStore`` would; checked against Chroma's own
+``where`` in tests/test_filters.py):
 
-- ``==``, ``in``: the key must exist with a value of the same kind (a number matches a
-  number, a string a string, a bool a bool);
+- ``==``, ``in``: the key must exist with a value of the same kind: numbers match numbers
+  (``1 == 1.0``, integers compared exactly as integers: ``2**53 != 2**53 + 1``), strings
+  strings, bools bools (``True`` is not ``1``);
 - ``!=``, ``nin``: everything ``==`` / ``in`` does not match, documents without the key included;
-- ``>``, ``>=``, ``<``, ``<=``: numbers only (a string operand is an error, as in Chroma);
-- ``and`` / ``or`` nesting of any depth.
+- ``>``, ``>=``, ``<``, ``<=``: numbers only;
+- ``and`` / ``or`` (and ``not``) nesting of any depth.
 
-A filter becomes a boolean mask over the rows of the inverted lists; masks are cached per
-filter on the (immutable) lists, so a tenant's filter costs its evaluation once.
+Filters Chroma refuses are refused here too, before anything is scanned, with a
+``ValueError`` that says what to change: an empty nested group, NaN or infinite values, a
+range on a string or bool, an empty or mixed ``in`` list.
+
+A filter becomes a boolean mask over rows (``restrict``): over the inverted lists' columns
+for the scan, and over the records fetched from Chroma for the hits, which is what makes a
+stale column unable to leak a record.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +31,9 @@ import numpy as np
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 
 MISSING, BOOL, NUMBER, TEXT, OTHER = 0, 1, 2, 3, 4
+_EXACT_FLOAT = 2**53  # integers up to this size are exact as float64
+# Keys LlamaIndex writes for itself (the serialised node); every other key is filterable.
+RESERVED_KEYS = frozenset({"_node_content", "_node_type"})
 
 
 def kind_of(value: Any) -> int:
@@ -36,92 +48,183 @@ def kind_of(value: Any) -> int:
     return OTHER
 
 
+def _big_int(value: Any) -> bool:
+    """An integer too large for float64 to hold exactly (compared as a Python int instead)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) > _EXACT_FLOAT
+
+
+def filterable(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A record's metadata as filters see it: all but LlamaIndex's serialised node."""
+    return {key: value for key, value in metadata.items() if key not in RESERVED_KEYS}
+
+
+class Column:
+    """One key's values over the rows: the values, their kinds, and the numbers as float64
+    (``exact``: every integer fits a float64 exactly, so float comparisons are exact)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.kinds = np.fromiter((kind_of(v) for v in values), dtype=np.int8, count=len(values))
+        self.is_number = self.kinds == NUMBER
+        self.floats = np.full(len(values), np.nan)
+        numbers_ = values[self.is_number]
+        self.floats[self.is_number] = numbers_.astype(np.float64)
+        self.exact = not any(_big_int(v) for v in numbers_)
+
+
 class MetadataColumns:
-    """Per-key columns (values, kinds, numbers) built lazily from one metadata dict per row."""
+    """Per-key columns built lazily from one metadata dict per row."""
 
-    def __init__(self, metadatas: np.ndarray) -> None:
+    def __init__(self, metadatas: np.ndarray | Sequence[dict[str, Any]]) -> None:
+        if not isinstance(metadatas, np.ndarray):
+            rows = np.empty(len(metadatas), dtype=object)
+            rows[:] = list(metadatas)
+            metadatas = rows
         self.metadatas = metadatas  # object array of dicts, aligned with the rows
-        self._columns: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._columns: dict[str, Column] = {}
 
-    def column(self, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __len__(self) -> int:
+        return len(self.metadatas)
+
+    def column(self, key: str) -> Column:
         if key not in self._columns:
             values = np.empty(len(self.metadatas), dtype=object)
             values[:] = [m.get(key) for m in self.metadatas]
-            kinds = np.fromiter((kind_of(v) for v in values), dtype=np.int8, count=len(values))
-            numbers_ = np.full(len(values), np.nan)
-            is_number = kinds == NUMBER
-            numbers_[is_number] = values[is_number].astype(np.float64)
-            self._columns[key] = (values, kinds, numbers_)
+            self._columns[key] = Column(values)
         return self._columns[key]
 
 
+def restrict(
+    columns: MetadataColumns,
+    ids: np.ndarray,
+    filters: MetadataFilters | None,
+    node_ids: Sequence[str] | None,
+    doc_ids: Sequence[str] | None,
+) -> np.ndarray:
+    """The rows that pass ``filters`` and the id restrictions (``doc_ids``: the rows'
+    ``ref_doc_id``)."""
+    allowed = np.ones(len(columns), dtype=bool)
+    if filters is not None and filters.filters:
+        allowed &= evaluate(filters, columns)
+    if node_ids:
+        allowed &= np.isin(ids, np.asarray(list(node_ids), dtype=object))
+    if doc_ids:
+        allowed &= np.isin(columns.column("ref_doc_id").values, np.asarray(list(doc_ids), dtype=object))
+    return allowed
+
+
 def filter_key(filters: MetadataFilters | None, node_ids: Sequence[str] | None, doc_ids: Sequence[str] | None) -> str:
-    """A cache key for a filter and its id restrictions."""
-    return json.dumps(
-        [filters.model_dump(mode="json") if filters else None, sorted(node_ids or []), sorted(doc_ids or [])],
-        sort_keys=True,
-        default=str,
-    )
+    """A cache key for a filter and its id restrictions; values keep their type (``True`` and
+    ``1`` are different filters, which pydantic's JSON dump would merge)."""
+    return json.dumps([_canonical(filters), sorted(node_ids or []), sorted(doc_ids or [])])
+
+
+def _canonical(part: MetadataFilters | MetadataFilter | None) -> Any:
+    if part is None:
+        return None
+    if isinstance(part, MetadataFilters):
+        return [str(part.condition), [_canonical(p) for p in part.filters]]
+    values = part.value if isinstance(part.value, list) else [part.value]
+    return [part.key, str(part.operator), isinstance(part.value, list), [[type(v).__name__, repr(v)] for v in values]]
+
+
+def check_filters(filters: MetadataFilters, nested: bool = False) -> None:
+    """Refuse, as Chroma does, what it would refuse: empty nested groups, NaN or infinite
+    values, ranges over strings or bools, empty or mixed ``in`` lists, unknown operators."""
+    if nested and not filters.filters:
+        raise ValueError(
+            "A nested MetadataFilters group is empty; Chroma refuses it ('$and'/'$or' need expressions): "
+            "remove the empty group or give it at least one filter."
+        )
+    if filters.condition not in (None, FilterCondition.AND, FilterCondition.OR, FilterCondition.NOT):
+        raise ValueError(f"Filter condition {filters.condition!r} is not supported: use 'and', 'or' or 'not'.")
+    for part in filters.filters:
+        if isinstance(part, MetadataFilters):
+            check_filters(part, nested=True)
+        else:
+            _check_leaf(part)
+
+
+def _check_leaf(condition: MetadataFilter) -> None:
+    op, value = condition.operator, condition.value
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if kind_of(v) not in (BOOL, NUMBER, TEXT):
+            raise ValueError(f"Metadata filter value {v!r} of {condition.key!r} is not a string, number or bool.")
+        if kind_of(v) == NUMBER and not math.isfinite(float(v)):  # type: ignore[arg-type]
+            raise ValueError(f"Metadata filter value {v!r} of {condition.key!r} is not finite; Chroma refuses it.")
+    if op in (FilterOperator.IN, FilterOperator.NIN):
+        if not isinstance(value, list) or not value or len({kind_of(v) for v in value}) != 1:
+            raise ValueError(f"'{op.value}' on {condition.key!r} takes a non-empty list of values of one type, not {value!r}.")
+    elif op in _RANGES:
+        if kind_of(value) != NUMBER:
+            raise ValueError(f"Range filters (>, >=, <, <=) take a number, as in Chroma; got {value!r} for {condition.key!r}.")
+    elif op not in (FilterOperator.EQ, FilterOperator.NE):
+        raise ValueError(
+            f"Filter operator {op.value!r} is not supported (ChromaVectorStore supports ==, !=, >, >=, <, <=, in, nin)."
+        )
+    elif isinstance(value, list):
+        raise ValueError(f"'{op.value}' on {condition.key!r} takes one value, not a list: use 'in' or 'nin'.")
 
 
 def evaluate(filters: MetadataFilters, columns: MetadataColumns) -> np.ndarray:
-    """The rows whose metadata passes ``filters``."""
-    parts = [evaluate(part, columns) if isinstance(part, MetadataFilters) else _leaf(part, columns) for part in filters.filters]
-    n = len(columns.metadatas)
+    """The rows whose metadata passes ``filters`` (checked first with ``check_filters``)."""
+    check_filters(filters)
+    return _evaluate(filters, columns)
+
+
+def _evaluate(filters: MetadataFilters, columns: MetadataColumns) -> np.ndarray:
+    parts = [_evaluate(part, columns) if isinstance(part, MetadataFilters) else _leaf(part, columns) for part in filters.filters]
     if not parts:
-        return np.ones(n, dtype=bool)
+        return np.ones(len(columns), dtype=bool)
     condition = filters.condition or FilterCondition.AND
     if condition == FilterCondition.AND:
         return np.asarray(np.logical_and.reduce(parts), dtype=bool)
     if condition == FilterCondition.OR:
         return np.asarray(np.logical_or.reduce(parts), dtype=bool)
-    if condition == FilterCondition.NOT:
-        return ~np.asarray(np.logical_or.reduce(parts), dtype=bool)
-    raise ValueError(f"Filter condition {condition!r} is not supported: use 'and', 'or' or 'not'.")
+    return ~np.asarray(np.logical_or.reduce(parts), dtype=bool)  # NOT
 
 
-def _same_kind_equal(column: tuple[np.ndarray, np.ndarray, np.ndarray], value: Any) -> np.ndarray:
-    values, kinds, numbers_ = column
+def _equal(column: Column, value: Any) -> np.ndarray:
     kind = kind_of(value)
     if kind == NUMBER:
-        return np.asarray(numbers_ == float(value), dtype=bool)
-    if kind in (BOOL, TEXT):
-        same = kinds == kind
-        equal = np.zeros(len(values), dtype=bool)
-        equal[same] = values[same] == value
+        if column.exact and not _big_int(value):
+            return np.asarray(column.floats == float(value), dtype=bool)
+        equal = np.zeros(len(column.values), dtype=bool)
+        equal[column.is_number] = [v == value for v in column.values[column.is_number]]  # Python compares exactly
         return equal
-    raise ValueError(f"Metadata filter value {value!r} is not a string, number or bool.")
+    same = column.kinds == kind
+    equal = np.zeros(len(column.values), dtype=bool)
+    equal[same] = column.values[same] == value
+    return equal
 
 
-def _range(column: tuple[np.ndarray, np.ndarray, np.ndarray], value: Any, compare: Callable[..., np.ndarray]) -> np.ndarray:
-    if kind_of(value) != NUMBER:
-        raise ValueError(f"Range filters (>, >=, <, <=) take a number, as in Chroma; got {value!r}.")
-    _, _, numbers_ = column
-    with np.errstate(invalid="ignore"):
-        result: np.ndarray = compare(numbers_, float(value)) & ~np.isnan(numbers_)
+def _range(column: Column, value: Any, compare: Callable[..., Any]) -> np.ndarray:
+    if column.exact and not _big_int(value):
+        with np.errstate(invalid="ignore"):
+            result: np.ndarray = compare(column.floats, float(value)) & column.is_number
+        return result
+    result = np.zeros(len(column.values), dtype=bool)
+    result[column.is_number] = [bool(compare(v, value)) for v in column.values[column.is_number]]
     return result
+
+
+_RANGES: dict[FilterOperator, Callable[[Any, Any], Any]] = {  # elementwise on arrays, exact on Python numbers
+    FilterOperator.GT: operator.gt,
+    FilterOperator.GTE: operator.ge,
+    FilterOperator.LT: operator.lt,
+    FilterOperator.LTE: operator.le,
+}
 
 
 def _leaf(condition: MetadataFilter, columns: MetadataColumns) -> np.ndarray:
     column = columns.column(condition.key)
-    operator, value = condition.operator, condition.value
-    if operator == FilterOperator.EQ:
-        return _same_kind_equal(column, value)
-    if operator == FilterOperator.NE:
-        return ~_same_kind_equal(column, value)
-    if operator in (FilterOperator.IN, FilterOperator.NIN):
-        if not isinstance(value, list) or not value:
-            raise ValueError(f"'{operator.value}' takes a non-empty list of values, not {value!r}.")
-        found = np.asarray(np.logical_or.reduce([_same_kind_equal(column, v) for v in value]), dtype=bool)
-        return found if operator == FilterOperator.IN else ~found
-    comparisons: dict[FilterOperator, Callable[..., np.ndarray]] = {
-        FilterOperator.GT: np.greater,
-        FilterOperator.GTE: np.greater_equal,
-        FilterOperator.LT: np.less,
-        FilterOperator.LTE: np.less_equal,
-    }
-    if operator in comparisons:
-        return _range(column, value, comparisons[operator])
-    raise ValueError(
-        f"Filter operator {operator.value!r} is not supported (ChromaVectorStore supports ==, !=, >, >=, <, <=, in, nin)."
-    )
+    op, value = condition.operator, condition.value
+    if op in (FilterOperator.EQ, FilterOperator.NE):
+        equal = _equal(column, value)
+        return equal if op == FilterOperator.EQ else ~equal
+    if op in (FilterOperator.IN, FilterOperator.NIN):
+        assert isinstance(value, list)  # check_filters made sure
+        found: np.ndarray = np.logical_or.reduce([_equal(column, v) for v in value])
+        return found if op == FilterOperator.IN else np.logical_not(found)
+    return _range(column, value, _RANGES[op])

@@ -41,7 +41,9 @@ from cluster_retriever.errors import (
     IndexCorruptedError,
     InvalidQueryError,
     StaleIndexError,
+    StoreOutOfSyncError,
 )
+from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.inverted_lists import InvertedLists
 from cluster_retriever.lists_file import ListsFile, lists_file_for
 from cluster_retriever.locking import WriterLock
@@ -53,11 +55,11 @@ from cluster_retriever.store import (
     GenerationGone,
     Manifest,
     chroma_where,
+    client_of,
     make_client,
     node_record,
     pages,
     require_store_path,
-    source_client,
     source_collection,
 )
 
@@ -72,6 +74,8 @@ EXACT_SCAN_MAX_FLOATS = 2_000_000
 """Adaptive routing scans everything that matches below this many floats (vectors x dimension):
 measured here, an exact scan of 5,000 384-d vectors costs what routing does (0.28 ms each)."""
 WRITE_RETRIES = 5
+# What restricts a query: LlamaIndex filters, node ids, ref doc ids.
+Restriction = tuple[MetadataFilters | None, Sequence[str] | None, Sequence[str] | None]
 # Records of one generation as they are written: ids, unit vectors, texts, Chroma metadata.
 Batch = tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]
 
@@ -152,6 +156,8 @@ class ClusterIndex:
         self._lock = WriterLock.for_index(location, store.name, folder)
         self._state = _State(manifest, lists, None)
         self._checked_at = time.monotonic()
+        self._unreadable: tuple[int, int] | None = None  # (version, count) a refresh could not read
+        self._warned_unreadable = False
         self._readers: Counter[int] = Counter()
         self._retired: set[int] = set()
         self._readers_lock = threading.Lock()
@@ -219,9 +225,6 @@ class ClusterIndex:
         *,
         embed_model: str | BaseEmbedding | None = None,
         name: str = DEFAULT_NAME,
-        path: str | Path | None = None,
-        host: str | None = None,
-        port: int = 8000,
         client: ClientAPI | None = None,
         n_clusters: NClusters = "auto",
         random_state: int = 0,
@@ -235,8 +238,9 @@ class ClusterIndex:
         one) or a ``chromadb`` collection; ``embed_model`` must be the model that wrote it.
         Records the app writes to the collection later join the index on ``refresh()`` (and
         on their own within ``max_staleness_s`` of a query); ``add`` and ``delete`` on the
-        index write through to the collection. ``client``/``path``/``host`` are not needed:
-        the collection's own client is used.
+        index write through to the collection. The index lives beside the collection, through
+        the collection's own client (its settings, tenant and database; persistent, HTTP or
+        in-memory); ``client`` puts it elsewhere.
         """
         source = source_collection(vector_store)
         if source.count() == 0:
@@ -249,9 +253,10 @@ class ClusterIndex:
                 f"Collection {source.name!r} holds {stored_dim}-d vectors but {embedding_model_id(embedder)!r} gives "
                 f"{query_dim}-d: pass the embed_model that wrote the collection."
             )
-        store = ChromaStore(client or source_client(source) or make_client(path, host, port), name)
+        store = ChromaStore(client or client_of(source), name)
         index = cls(store, _placeholder_manifest(), InvertedLists.empty(1), embedder)
-        batches = _page_batches(pages(source, ["embeddings", "metadatas"]))
+        progress = tqdm(total=source.count(), unit="doc", desc="reading the collection", disable=not show_progress)
+        batches = _page_batches(pages(source, ["embeddings", "metadatas"]), progress)
         with index._lock.hold(index.lock_timeout_s):
             index._rebuild(batches, n_clusters, random_state, show_progress, store.read_manifest(), source.name, False)
         return index
@@ -327,18 +332,25 @@ class ClusterIndex:
         self._switch(_State(manifest, lists, records))
         return True
 
-    def _refresh_if_moved(self) -> None:
+    def _refresh_if_moved(self, retry_unreadable: bool = True) -> None:
         """The cheap check: one manifest read and one count; ``refresh()`` only when either
-        moved (a balanced add and delete made outside the library waits for ``refresh()``)."""
+        moved (a balanced add and delete made outside the library waits for ``refresh()``).
+        ``retry_unreadable=False`` skips a refresh that already failed on this very state (see
+        ``_maybe_refresh``)."""
         self._checked_at = time.monotonic()
         state = self._state
         manifest = self.store.read_manifest()
-        if (
-            manifest is None
-            or manifest.version != state.manifest.version
-            or self.store.count(manifest.data_collection) != len(state.lists)
-        ):
+        if manifest is None:
             self.refresh()
+            return
+        seen = (manifest.version, self.store.count(manifest.data_collection))
+        if seen == (state.manifest.version, len(state.lists)) or (not retry_unreadable and seen == self._unreadable):
+            return
+        try:
+            self.refresh()
+        except StoreOutOfSyncError:
+            self._unreadable = seen
+            raise
 
     def _switch(self, state: _State) -> None:
         """Make ``state`` live; the previous generation is dropped once no query here reads it."""
@@ -355,8 +367,18 @@ class ClusterIndex:
         self.store.drop_generation(generation, keep=self._state.manifest.data_collection)
 
     def _maybe_refresh(self) -> None:
-        if self.max_staleness_s is not None and time.monotonic() - self._checked_at >= self.max_staleness_s:
-            self._refresh_if_moved()
+        """The staleness check of a query. When another process wrote an embedded folder, the
+        query keeps answering from the last state it could read (one WARNING says why and what
+        to do), and the check retries only once the store moves again; writes and
+        ``refresh()`` raise ``StoreOutOfSyncError`` instead."""
+        if self.max_staleness_s is None or time.monotonic() - self._checked_at < self.max_staleness_s:
+            return
+        try:
+            self._refresh_if_moved(retry_unreadable=False)
+        except StoreOutOfSyncError as exc:
+            if not self._warned_unreadable:
+                logger.warning("index %r answers from its last readable state: %s", self.store.name, exc)
+                self._warned_unreadable = True
 
     def close(self) -> None:
         """Release this process's writer lock on an embedded store, so another process may write."""
@@ -391,7 +413,7 @@ class ClusterIndex:
                     store.add_records(data, ids, vectors, texts, metadatas, create=True)
                 all_ids.extend(ids)
                 all_vectors.append(vectors)
-                all_metadatas.extend(_filterable(m) for m in metadatas)
+                all_metadatas.extend(filterable(m) for m in metadatas)
             if not all_ids:
                 raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
             matrix = np.concatenate(all_vectors)
@@ -492,7 +514,7 @@ class ClusterIndex:
             records = state.records
             if records is not None:
                 records = {**records, **dict(zip(new_ids, zip(new_texts, new_metadatas, strict=True), strict=True))}
-            lists = state.lists.added(new_ids, vectors[new], labels, [_filterable(m) for m in new_metadatas])
+            lists = state.lists.added(new_ids, vectors[new], labels, [filterable(m) for m in new_metadatas])
             self._state = _State(manifest, lists, records)
             return ids
 
@@ -645,8 +667,10 @@ class ClusterIndex:
             with self._readers_lock:
                 self._readers[generation] += 1
             try:
-                mask = state.lists.mask(filters, node_ids, doc_ids)
-                return self._search_state(state, query, top_k, mode, n_probe, boundary_margin, mask, target_recall, with_nodes)
+                restriction = (filters, node_ids, doc_ids)
+                return self._search_state(
+                    state, query, top_k, mode, n_probe, boundary_margin, restriction, target_recall, with_nodes
+                )
             except GenerationGone:
                 if attempt:
                     break
@@ -683,13 +707,14 @@ class ClusterIndex:
         mode: Mode,
         n_probe: int | None,
         boundary_margin: float,
-        mask: np.ndarray | None,
+        restriction: Restriction,
         target_recall: float,
         with_nodes: bool = True,
     ) -> SearchResult:
         lists = state.lists
         if len(lists) == 0:
             return SearchResult([], SearchStats(0, 0, 0.0, True))
+        mask = lists.mask(*restriction)
         sizes = lists.sizes_within(mask)
         adaptive = mode == "routed" and n_probe is None
         factor = budget_factor(state.manifest.calibration, top_k, target_recall) if adaptive else None
@@ -697,24 +722,55 @@ class ClusterIndex:
             clusters = None  # scanning every match costs no more than routing would
         else:
             clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k, budget_factor=factor)
-        result = lists.scan(query, clusters, top_k, mask, self.scan_kernel)
+        restricted = mask is not None
+        want = top_k
+        while True:
+            result = lists.scan(query, clusters, want, mask, self.scan_kernel)
+            ids, scores = result.ids, [float(score) for score in result.scores]
+            records = self._fetch(state, ids, with_nodes, restricted)
+            if records is not None:  # drop records deleted meanwhile, and any the filter no longer admits
+                kept = [i for i, doc_id in enumerate(ids) if doc_id in records]
+                if restricted and kept:
+                    fresh = restrict(
+                        MetadataColumns([filterable(records[ids[i]][1]) for i in kept]),
+                        np.asarray([ids[i] for i in kept], dtype=object),
+                        *restriction,
+                    )
+                    kept = [i for i, ok in zip(kept, fresh.tolist(), strict=True) if ok]
+                ids, scores = [ids[i] for i in kept], [scores[i] for i in kept]
+            if len(ids) >= top_k or want >= result.n_scanned:
+                break
+            want = min(result.n_scanned, 2 * want)  # top up from further candidates
+        ids, scores = ids[:top_k], scores[:top_k]
         nonempty = int(np.count_nonzero(sizes))
         probed = nonempty if clusters is None else len(clusters)
         exact = clusters is None or len(clusters) == nonempty
         stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact))
-        scores = [float(score) for score in result.scores]
-        if not with_nodes:
-            return SearchResult([], stats, result.ids, scores)
-        if state.records is None:
-            records = self.store.fetch(state.manifest.data_collection, result.ids) if result.ids else {}
-        else:
-            records = {doc_id: state.records[doc_id] for doc_id in result.ids if doc_id in state.records}
+        if not with_nodes or records is None:
+            return SearchResult([], stats, ids, scores)
         hits = [
-            NodeWithScore(node=_to_node(doc_id, *records[doc_id], cluster_id=lists.cluster_of(doc_id)), score=float(score))
-            for doc_id, score in zip(result.ids, result.scores, strict=True)
-            if doc_id in records  # deleted by another client between scan and fetch
+            NodeWithScore(node=_to_node(doc_id, *records[doc_id], cluster_id=lists.cluster_of(doc_id)), score=score)
+            for doc_id, score in zip(ids, scores, strict=True)
         ]
-        return SearchResult(hits, stats, result.ids, scores)
+        return SearchResult(hits, stats, ids, scores)
+
+    def _fetch(
+        self, state: _State, ids: list[str], with_nodes: bool, restricted: bool
+    ) -> dict[str, tuple[str, dict[str, Any]]] | None:
+        """The records of the scan's hits, in one read: documents and metadata for nodes, the
+        metadata alone for a filtered ids-only query (its filter is checked on what Chroma
+        holds now), nothing for an unfiltered ids-only query (None)."""
+        if not (with_nodes or restricted):
+            return None
+        if not ids:
+            return {}
+        data = state.manifest.data_collection
+        if state.records is not None and not restricted:
+            return {doc_id: state.records[doc_id] for doc_id in ids if doc_id in state.records}
+        found = self.store.fetch(data, ids, documents=with_nodes and state.records is None)
+        if state.records is not None:  # texts from the cache, metadata fresh from Chroma
+            found = {doc_id: (state.records[doc_id][0], meta) for doc_id, (_, meta) in found.items() if doc_id in state.records}
+        return found
 
     def check_query_vector(self, vector: np.ndarray) -> None:
         if vector.shape != (self.manifest.dimension,):
@@ -819,7 +875,7 @@ def _read_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
         for page in store.iter_data(manifest.data_collection, ["embeddings", "metadatas"]):
             ids.extend(page["ids"])
             vectors.append(unit_rows(np.asarray(page["embeddings"], dtype=np.float32)))
-            metadatas.extend(_filterable(m or {}) for m in page["metadatas"])
+            metadatas.extend(filterable(m or {}) for m in page["metadatas"])
     except GenerationGone as exc:
         raise StaleIndexError(f"Index {store.name!r} was rebuilt while it was being opened: open it again.") from exc
     if centroids.shape != (manifest.n_clusters, manifest.dimension):
@@ -858,15 +914,9 @@ def _reconcile(store: ChromaStore, manifest: Manifest, lists: InvertedLists) -> 
         found = store.fetch_vectors(manifest.data_collection, new)
         vectors = unit_rows(np.asarray(found["embeddings"], dtype=np.float32))
         result = result.added(
-            list(found["ids"]), vectors, assign(vectors, lists.centroids), [_filterable(m or {}) for m in found["metadatas"]]
+            list(found["ids"]), vectors, assign(vectors, lists.centroids), [filterable(m or {}) for m in found["metadatas"]]
         )
     return result
-
-
-def _filterable(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata kept in memory for filters: LlamaIndex's private keys (the serialised
-    node in ``_node_content``) stay in Chroma."""
-    return {key: value for key, value in metadata.items() if not key.startswith("_")}
 
 
 def _chunks(items: Iterable[BaseNode], size: int) -> Iterator[list[BaseNode]]:
@@ -875,9 +925,12 @@ def _chunks(items: Iterable[BaseNode], size: int) -> Iterator[list[BaseNode]]:
         yield chunk
 
 
-def _page_batches(pages: Iterable[dict[str, Any]]) -> Iterator[Batch]:
-    """Pages of Chroma records as write batches (vectors re-normalised)."""
+def _page_batches(pages: Iterable[dict[str, Any]], progress: Any = None) -> Iterator[Batch]:
+    """Pages of Chroma records as write batches (vectors re-normalised); ``progress`` (a tqdm
+    bar) counts them."""
     for page in pages:
+        if progress is not None:
+            progress.update(len(page["ids"]))
         vectors = np.asarray(page["embeddings"], dtype=np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         texts = [d or "" for d in page.get("documents") or [""] * len(page["ids"])]

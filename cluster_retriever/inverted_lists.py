@@ -18,7 +18,7 @@ import numpy as np
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from cluster_retriever._optional import require
-from cluster_retriever.filters import MetadataColumns, evaluate, filter_key
+from cluster_retriever.filters import MetadataColumns, check_filters, filter_key, restrict
 
 _MASK_CACHE = 64  # filters remembered per version of the lists
 
@@ -139,19 +139,14 @@ class InvertedLists:
         """Rows a query may return, or None when nothing restricts it."""
         if not (filters and filters.filters) and not node_ids and not doc_ids:
             return None
+        if filters is not None:
+            check_filters(filters)  # a filter Chroma refuses is refused before any cache
         key = filter_key(filters, node_ids, doc_ids)
         with self._lazy_lock:
             cached = self._masks.get(key)
         if cached is not None:
             return cached
-        allowed = np.ones(len(self.ids), dtype=bool)
-        if filters and filters.filters:
-            allowed &= evaluate(filters, self.columns)
-        if node_ids:
-            allowed &= np.isin(self.ids, np.asarray(list(node_ids), dtype=object))
-        if doc_ids:
-            refs = self.columns.column("ref_doc_id")[0]
-            allowed &= np.isin(refs, np.asarray(list(doc_ids), dtype=object))
+        allowed = restrict(self.columns, self.ids, filters, node_ids, doc_ids)
         with self._lazy_lock:
             if len(self._masks) >= _MASK_CACHE:
                 self._masks.pop(next(iter(self._masks)))

@@ -35,13 +35,13 @@ from typing import Any
 import chromadb
 import numpy as np
 from chromadb.api import ClientAPI as ClientAPI  # re-exported: the client type, for the modules above
-from chromadb.config import Settings
+from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError
+from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError, StoreOutOfSyncError
 
 FORMAT_VERSION = 3
 CLUSTER_ID_KEY = "cluster_id"
@@ -57,11 +57,23 @@ class GenerationGone(Exception):
 
 def make_client(path: str | Path | None = None, host: str | None = None, port: int = 8000) -> ClientAPI:
     """An embedded ``PersistentClient`` at ``path`` (default ``./chroma``), or an ``HttpClient``
-    to a Chroma server when ``host`` is given. Telemetry is always off."""
-    settings = Settings(anonymized_telemetry=False)
+    to a Chroma server when ``host`` is given. Telemetry is off, except on a folder this process
+    already opened with other settings (the app's own client, made with Chroma's defaults):
+    Chroma allows one set of settings per folder and process, so that client's are reused."""
     if host is not None:
-        return chromadb.HttpClient(host=host, port=port, settings=settings)
-    return chromadb.PersistentClient(path=str(path or "./chroma"), settings=settings)
+        return chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False))
+    folder = str(path or "./chroma")
+    running = _running_system(folder)
+    settings = running.settings if running is not None else Settings(anonymized_telemetry=False)
+    return chromadb.PersistentClient(path=folder, settings=settings)
+
+
+def _running_system(folder: str) -> Any:
+    """The Chroma system this process already runs for an embedded folder, if any (Chroma
+    keys them by the path as given, and refuses a second one with other settings)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    return SharedSystemClient._identifier_to_system.get(folder)
 
 
 def require_store_path(path: str | Path | None) -> Path:
@@ -125,6 +137,8 @@ class ChromaStore:
         if settings.is_persistent and settings.persist_directory:
             folder = Path(settings.persist_directory).expanduser().resolve()
             return str(folder), folder
+        if is_in_memory(self.client):
+            return f"memory:{id(getattr(self.client, '_system', self.client))}", None
         return f"http://{settings.chroma_server_host}:{settings.chroma_server_http_port}", None
 
     def is_server(self) -> bool:
@@ -170,6 +184,13 @@ class ChromaStore:
             if _is_missing_collection(exc):
                 self._open.pop(name, None)
                 raise GenerationGone(name) from exc
+            if _is_out_of_sync(exc):
+                raise StoreOutOfSyncError(
+                    f"Chroma's embedded client cannot read records of {name!r} that another process wrote to "
+                    f"{self.location()[0]} (Chroma: {exc}). It is single-process: restart this process (or reopen "
+                    f"the app) to see them, or serve the folder with a Chroma server (`chroma run --path <folder>`) "
+                    f"and connect every process to it."
+                ) from exc
             raise
 
     # -- manifest -------------------------------------------------------------------------
@@ -335,10 +356,13 @@ class ChromaStore:
             for doc_id, text, metadata in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
                 yield doc_id, text or "", metadata or {}
 
-    def fetch(self, data: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Documents and metadata by id (Chroma does not keep the request order)."""
-        found = self._call(data, lambda c: c.get(ids=list(ids), include=["documents", "metadatas"]))
-        return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)}
+    def fetch(self, data: str, ids: Sequence[str], documents: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Documents (``""`` when not asked for) and metadata by id, in one read (Chroma does not
+        keep the request order)."""
+        include = ["documents", "metadatas"] if documents else ["metadatas"]
+        found = self._call(data, lambda c: c.get(ids=list(ids), include=include))
+        texts = found["documents"] if documents else [""] * len(found["ids"])
+        return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], texts, found["metadatas"], strict=True)}
 
     def fetch_vectors(self, data: str, ids: Sequence[str]) -> dict[str, Any]:
         """Ids, embeddings and metadatas of the given records."""
@@ -451,6 +475,14 @@ def _version_of(record_id: str) -> int:
     return int(record_id[1:]) if record_id.startswith("v") and record_id[1:].isdigit() else -1
 
 
+def _is_out_of_sync(exc: Exception) -> bool:
+    """Chroma's embedded client reading records another process wrote: its per-process cache
+    of the vector segment does not know them (``InternalError: ... Error finding id``)."""
+    from chromadb.errors import InternalError
+
+    return isinstance(exc, InternalError) and "finding id" in str(exc).lower()
+
+
 def _is_missing_collection(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return "notfound" in text or "does not exist" in text
@@ -513,18 +545,28 @@ def write_nodes(collection: Any, nodes: Sequence[BaseNode]) -> None:
     )
 
 
-def source_client(collection: Any) -> ClientAPI | None:
-    """A client of the database a chromadb collection lives in, so an adopted index lives
-    beside it (embedded clients of one path share one Chroma system in a process)."""
+def client_of(collection: Any) -> ClientAPI:
+    """A client on the very Chroma system a collection came from (the app's own client, with its
+    settings, tenant and database): persistent, in-memory or HTTP alike, and never a second
+    embedded system on the same folder, which Chroma refuses or lets go out of sync."""
+    from chromadb.api.client import Client
+
     server = getattr(collection, "_client", None)
-    if server is None or not hasattr(server, "get_settings"):
-        return None
-    settings = server.get_settings()
-    if settings.is_persistent and settings.persist_directory:
-        return make_client(path=settings.persist_directory)
-    if settings.chroma_server_host:
-        return make_client(host=settings.chroma_server_host, port=int(settings.chroma_server_http_port or 8000))
-    return None
+    system = getattr(server, "_system", None)
+    if system is None:
+        raise TypeError(
+            f"{type(collection).__name__} is not a chromadb collection with a client: pass a ChromaVectorStore, "
+            f"a VectorStoreIndex on one, or a chromadb collection."
+        )
+    tenant = getattr(collection, "tenant", None) or DEFAULT_TENANT
+    database = getattr(collection, "database", None) or DEFAULT_DATABASE
+    return Client.from_system(system, tenant=tenant, database=database)
+
+
+def is_in_memory(client: ClientAPI) -> bool:
+    """An in-memory (ephemeral) client: its data dies with the process."""
+    settings = client.get_settings()
+    return not settings.is_persistent and not settings.chroma_server_host
 
 
 def source_collection(vector_store: Any) -> Any:

@@ -32,7 +32,7 @@ from cluster_retriever.embeddings import unit_rows
 from cluster_retriever.errors import IndexNotFoundError
 from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, check_positive_int
 from cluster_retriever.routing import MODES, Mode
-from cluster_retriever.store import chroma_where, source_client, source_collection, write_nodes
+from cluster_retriever.store import chroma_where, client_of, source_collection, write_nodes
 
 
 class ClusterVectorStore(BasePydanticVectorStore):
@@ -65,6 +65,11 @@ class ClusterVectorStore(BasePydanticVectorStore):
 
     def __init__(self, index: ClusterIndex | None = None, **data: Any) -> None:
         """Wrap an open ``ClusterIndex``; ``from_chroma`` is the usual way in."""
+        if index is not None and not isinstance(index, ClusterIndex):
+            raise TypeError(
+                f"ClusterVectorStore(...) takes an open ClusterIndex, not a {type(index).__name__}: wrap a "
+                f"ChromaVectorStore or a chromadb collection with ClusterVectorStore.from_chroma(store, embed_model=...)."
+            )
         super().__init__(**data)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}.")
@@ -80,7 +85,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
         name: str | None = None,
         n_clusters: NClusters = "auto",
         random_state: int = 0,
-        show_progress: bool = False,
+        show_progress: bool = True,
         max_staleness_s: float | None = 1.0,
         **fields: Any,
     ) -> ClusterVectorStore:
@@ -89,7 +94,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
         collection, zero copy. An empty collection gets its clusters on the first ``add``."""
         collection = source_collection(vector_store)
         adopt: dict[str, Any] = {
-            "client": source_client(collection),
+            "client": client_of(collection),
             "name": name or _index_name(collection.name),
             "embed_model": embed_model,
             "n_clusters": n_clusters,
@@ -110,10 +115,12 @@ class ClusterVectorStore(BasePydanticVectorStore):
 
     def _adopt_collection(self) -> ClusterIndex:
         options = dict(self._adopt)
-        return ClusterIndex.from_vector_store(
+        index = ClusterIndex.from_vector_store(
             self._collection,
             **{k: options[k] for k in ("client", "name", "embed_model", "n_clusters", "random_state", "show_progress")},
         )
+        index.max_staleness_s = options["max_staleness_s"]
+        return index
 
     @classmethod
     def class_name(cls) -> str:

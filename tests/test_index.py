@@ -153,10 +153,10 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
     old_generation = index.manifest.generation
     fetch = index.store.fetch
 
-    def fetch_after_recluster(data, ids):
+    def fetch_after_recluster(data, ids, **options):
         if index.manifest.generation == old_generation:
             index.recluster(n_clusters=2)  # lands between this query's scan and its fetch
-        return fetch(data, ids)
+        return fetch(data, ids, **options)
 
     index.store.fetch = fetch_after_recluster
     hits = index.search(query, 5, mode="flat").hits
