@@ -130,6 +130,10 @@ class InvertedLists:
     def cluster_of(self, doc_id: str) -> int:
         return int(self.labels[self._position[doc_id]])
 
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored unit vectors of these ids (each must be in the lists)."""
+        return np.asarray(self.vectors[[self._position[doc_id] for doc_id in ids]], dtype=np.float32)
+
     def mask(
         self,
         filters: MetadataFilters | None = None,

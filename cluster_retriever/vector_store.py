@@ -19,20 +19,25 @@ from typing import Any
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
     MetadataFilters,
     VectorStoreQuery,
+    VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
 
 from cluster_retriever.clustering import NClusters
 from cluster_retriever.embeddings import unit_rows
 from cluster_retriever.errors import IndexNotFoundError
-from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, check_positive_int
+from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, SearchResult, check_positive_int
 from cluster_retriever.routing import MODES, Mode
 from cluster_retriever.store import chroma_where, client_of, source_collection, write_nodes
+
+SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
+DEFAULT_MMR_PREFETCH_FACTOR = 4.0  # ChromaVectorStore's
 
 
 class ClusterVectorStore(BasePydanticVectorStore):
@@ -192,27 +197,88 @@ class ClusterVectorStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Routed (or flat/strict) exact search with ``query.filters``, ``node_ids`` and
         ``doc_ids`` applied inside the scan: never fewer than ``similarity_top_k`` hits when
-        that many documents match."""
+        that many documents match. ``mode="mmr"`` reranks a prefetch of the nearest matches
+        for diversity as ``ChromaVectorStore`` does (``mmr_threshold``, ``mmr_prefetch_factor``
+        or ``mmr_prefetch_k`` in ``vector_store_kwargs``); other modes are refused."""
         if query.query_embedding is None:
             raise ValueError("ClusterVectorStore answers embedding queries: give query_embedding (VectorStoreIndex does).")
+        if query.mode not in SUPPORTED_MODES:
+            raise ValueError(
+                f"ClusterVectorStore does not support vector_store_query_mode={query.mode.value!r}: use one of "
+                f"{[m.value for m in SUPPORTED_MODES]} (dense search, or MMR for diversity)."
+            )
+        top_k = check_positive_int("similarity_top_k", query.similarity_top_k)
+        assert top_k is not None
         if self._index is None:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
         vector = unit_rows(_as_matrix(query.query_embedding))[0]
-        result = self._index.search(
-            vector,
-            query.similarity_top_k,
-            self.mode,
-            self.n_probe,
-            self.boundary_margin,
-            filters=query.filters,
-            node_ids=query.node_ids,
-            doc_ids=query.doc_ids,
-            target_recall=self.target_recall,
-        )
+        if query.mode == VectorStoreQueryMode.MMR:
+            return self._mmr(query, vector, top_k, kwargs)
+        result = self._search(vector, top_k, query.filters, query.node_ids, query.doc_ids)
         return VectorStoreQueryResult(
             nodes=[hit.node for hit in result.hits],
             similarities=[float(hit.score or 0.0) for hit in result.hits],
             ids=[hit.node.node_id for hit in result.hits],
+        )
+
+    def _search(
+        self,
+        vector: np.ndarray,
+        top_k: int,
+        filters: MetadataFilters | None,
+        node_ids: Sequence[str] | None,
+        doc_ids: Sequence[str] | None,
+        with_nodes: bool = True,
+    ) -> SearchResult:
+        assert self._index is not None
+        return self._index.search(
+            vector,
+            top_k,
+            self.mode,
+            self.n_probe,
+            self.boundary_margin,
+            filters=filters,
+            node_ids=node_ids,
+            doc_ids=doc_ids,
+            target_recall=self.target_recall,
+            with_nodes=with_nodes,
+        )
+
+    def _mmr(self, query: VectorStoreQuery, vector: np.ndarray, top_k: int, options: dict[str, Any]) -> VectorStoreQueryResult:
+        """``ChromaVectorStore``'s MMR over this index: the ``prefetch`` nearest matches (by the
+        same routed, filtered search), reordered by ``get_top_k_mmr_embeddings``."""
+        threshold = options.get("mmr_threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1
+        ):
+            raise ValueError(f"mmr_threshold must be a float between 0 and 1, not {threshold!r}.")
+        if options.get("mmr_prefetch_factor") is not None and options.get("mmr_prefetch_k") is not None:
+            raise ValueError("'mmr_prefetch_factor' and 'mmr_prefetch_k' cannot coexist in a call to query(): give one.")
+        if options.get("mmr_prefetch_k") is not None:
+            prefetch = check_positive_int("mmr_prefetch_k", options["mmr_prefetch_k"]) or top_k
+        else:
+            prefetch = int(top_k * float(options.get("mmr_prefetch_factor") or DEFAULT_MMR_PREFETCH_FACTOR))
+        prefetch = max(prefetch, top_k)
+        candidates = self._search(vector, prefetch, query.filters, query.node_ids, query.doc_ids, with_nodes=False)
+        assert self._index is not None
+        lists = self._index.lists
+        known = [doc_id for doc_id in candidates.ids if doc_id in lists]
+        if not known:
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        _, chosen = get_top_k_mmr_embeddings(
+            query_embedding=vector.tolist(),
+            embeddings=lists.vectors_of(known).astype(np.float64).tolist(),
+            similarity_top_k=top_k,
+            embedding_ids=known,
+            mmr_threshold=threshold,
+        )
+        # The chosen nodes, read (and their filter checked) by one restricted search.
+        found = {hit.node.node_id: hit for hit in self._search(vector, len(chosen), query.filters, chosen, query.doc_ids).hits}
+        hits = [found[doc_id] for doc_id in chosen if doc_id in found]
+        return VectorStoreQueryResult(
+            nodes=[hit.node for hit in hits],
+            similarities=[float(hit.score or 0.0) for hit in hits],
+            ids=[hit.node.node_id for hit in hits],
         )
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
