@@ -52,3 +52,7 @@ class InvalidQueryError(ClusterRetrieverError, ValueError):
 class StoreOutOfSyncError(ClusterRetrieverError, RuntimeError):
     """Another process wrote an embedded Chroma folder, and Chroma's embedded client in this
     process cannot read those records until the process restarts."""
+
+
+class InvalidEmbeddingError(ClusterRetrieverError, ValueError):
+    """A node to store has an embedding that is not finite or has no direction."""

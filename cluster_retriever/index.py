@@ -39,6 +39,7 @@ from cluster_retriever.errors import (
     EmbeddingMismatchError,
     EmptyCorpusError,
     IndexCorruptedError,
+    InvalidEmbeddingError,
     InvalidQueryError,
     StaleIndexError,
     StoreOutOfSyncError,
@@ -315,19 +316,32 @@ class ClusterIndex:
 
     def refresh(self, full: bool = False) -> bool:
         """Follow what other objects, processes or clients wrote since this one last looked;
-        returns whether anything changed. Records added to or deleted from the data
-        collection directly (by the app's own ``ChromaVectorStore``, say) are found by id (one
-        ids-only read of the collection); ``full=True`` re-reads every record, so in-place
-        changes of embeddings are reassigned too."""
+        returns whether anything changed. What each level catches:
+
+        - the staleness check of a query (every ``max_staleness_s``, when the manifest version
+          or the record count moved): every write made through the library by any handle,
+          process or client (adds, deletes, re-adds of an id with new text or metadata), and
+          records the app added to or deleted from the collection itself;
+        - ``refresh()``: also the app's own in-place changes of metadata (an upsert of an
+          existing id, say a tenant change): it reads every record's metadata;
+        - ``refresh(full=True)``: also in-place changes of embeddings: it re-reads every vector.
+
+        Whatever this handle has not seen yet, a filtered query never returns a record that
+        does not match its filter in Chroma now (hits are checked on the records fetched)."""
+        return self._sync(compare_metadata=True, full=full)
+
+    def _sync(self, compare_metadata: bool, full: bool = False) -> bool:
         self._checked_at = time.monotonic()
         manifest = self.store.require_manifest()
         state = self._state
         if full or manifest.generation != state.manifest.generation or manifest.data_collection != state.manifest.data_collection:
             lists = _load_lists(self.store, manifest, self.lists_file, use_file=not full)
         else:
-            lists = _reconcile(self.store, manifest, state.lists)
+            lists = _reconcile(self.store, manifest, state.lists, state.manifest.version, compare_metadata)
             if lists is state.lists and manifest.version == state.manifest.version:
+                self._unreadable = None
                 return False
+        self._unreadable = None
         records = self._read_records(manifest) if state.records is not None else None
         self._switch(_State(manifest, lists, records))
         return True
@@ -341,13 +355,13 @@ class ClusterIndex:
         state = self._state
         manifest = self.store.read_manifest()
         if manifest is None:
-            self.refresh()
+            self._sync(compare_metadata=False)
             return
         seen = (manifest.version, self.store.count(manifest.data_collection))
         if seen == (state.manifest.version, len(state.lists)) or (not retry_unreadable and seen == self._unreadable):
             return
         try:
-            self.refresh()
+            self._sync(compare_metadata=False)
         except StoreOutOfSyncError:
             self._unreadable = seen
             raise
@@ -421,7 +435,8 @@ class ClusterIndex:
                 logger.info("clustering %d vectors", len(matrix))
             clustering = fit_clusters(matrix, n_clusters, random_state)
             lists = InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels, all_metadatas)
-            store.write_assignments(generation, all_ids, clustering.labels, create=True)
+            version = expected.version + 1 if expected is not None else 1
+            store.write_assignments(generation, all_ids, clustering.labels, version, create=True)
             store.write_centroids(generation, clustering.centroids)
             fields = {
                 "embed_model": embedding_model_id(self.embed_model),
@@ -434,7 +449,9 @@ class ClusterIndex:
                 "calibration": calibrate(lists, random_state),
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
-            manifest = expected.bumped(**fields) if expected is not None else Manifest.model_validate({"version": 1, **fields})
+            manifest = (
+                expected.bumped(**fields) if expected is not None else Manifest.model_validate({"version": version, **fields})
+            )
             store.commit_manifest(manifest)
         except BaseException:
             store.drop_generation(generation, keep=None if created else data)
@@ -470,7 +487,7 @@ class ClusterIndex:
                 f"nothing was lost, but this call did not complete: retry it later."
             )
 
-    def add(self, documents: Iterable[BaseNode], show_progress: bool = False) -> list[str]:
+    def add(self, documents: Iterable[BaseNode], show_progress: bool = False, replace: bool = False) -> list[str]:
         """Store new nodes, each in its nearest cluster. Once the index holds
         ``recluster_growth`` times the records its clusters were fitted on (2x by default;
         None: never), it re-clusters by itself in the same call. Nodes that carry
@@ -478,9 +495,11 @@ class ClusterIndex:
         embedded with the index's model. Writes go to the data collection too, in
         ``ChromaVectorStore``'s format, so an adopted collection stays the app's truth.
 
-        Idempotent: re-adding an id stored with the same text is a no-op, so a write that was
-        interrupted can simply be run again. An id stored with other text raises
-        ``DuplicateIdError`` (delete it first)."""
+        Idempotent: re-adding an id stored with the same text and metadata is a no-op, so a
+        write that was interrupted can simply be run again. An id stored with other text or
+        metadata raises ``DuplicateIdError``, unless ``replace=True`` (an upsert, as
+        ``ChromaVectorStore.add`` does): then its record, vector, cluster and filter columns
+        are replaced, here and, within ``max_staleness_s``, in every other handle."""
         if isinstance(documents, (str, BaseNode)):
             raise TypeError("add takes a list of nodes or Documents, not a single one: wrap it in a list.")
         nodes = list(documents)
@@ -497,10 +516,11 @@ class ClusterIndex:
         else:
             embed_inputs = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
             raw = vectors = embed_texts(self.embed_model, embed_inputs, show_progress)
+        _check_embeddings(ids, raw)
 
         def apply(state: _State) -> list[str]:
             self.check_query_vector(vectors[0])  # the dimension of the index
-            new = self._new_rows(state, ids, texts)
+            new, replaced = self._new_rows(state, ids, texts, metadatas, replace)
             if not new:
                 return ids
             labels = assign(vectors[new], state.lists.centroids)
@@ -508,13 +528,14 @@ class ClusterIndex:
             new_texts = [texts[i] for i in new]
             new_metadatas = [metadatas[i] for i in new]
             self.store.add_records(state.manifest.data_collection, new_ids, raw[new], new_texts, new_metadatas)
-            self.store.write_assignments(state.manifest.generation, new_ids, labels)
             manifest = state.manifest.bumped()
+            self.store.write_assignments(state.manifest.generation, new_ids, labels, manifest.version)
             self.store.commit_manifest(manifest)
             records = state.records
             if records is not None:
                 records = {**records, **dict(zip(new_ids, zip(new_texts, new_metadatas, strict=True), strict=True))}
-            lists = state.lists.added(new_ids, vectors[new], labels, [filterable(m) for m in new_metadatas])
+            kept = state.lists.removed(replaced) if replaced else state.lists
+            lists = kept.added(new_ids, vectors[new], labels, [filterable(m) for m in new_metadatas])
             self._state = _State(manifest, lists, records)
             return ids
 
@@ -524,19 +545,22 @@ class ClusterIndex:
             self.recluster()  # the clusters were fitted on too small a share of today's records
         return result
 
-    def _new_rows(self, state: _State, ids: list[str], texts: list[str]) -> list[int]:
-        """Rows whose id is not stored yet; a stored id with the same text is already done."""
+    def _new_rows(
+        self, state: _State, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], replace: bool
+    ) -> tuple[list[int], list[str]]:
+        """Rows to write, and the stored ids among them that they replace: a stored id with
+        the same text and metadata is already done; one with other content is replaced, or a
+        ``DuplicateIdError`` without ``replace``."""
         stored = [i for i, doc_id in enumerate(ids) if doc_id in state.lists]
-        if stored:
-            found = self.store.fetch(state.manifest.data_collection, [ids[i] for i in stored])
-            clashes = [ids[i] for i in stored if ids[i] in found and found[ids[i]][0] != texts[i]]
-            if clashes:
-                raise DuplicateIdError(
-                    f"{len(clashes)} id(s) are already in the index with other text (e.g. {clashes[:3]}); "
-                    f"delete them first or give new ids."
-                )
-        taken = set(stored)
-        return [i for i in range(len(ids)) if i not in taken]
+        found = self.store.fetch(state.manifest.data_collection, [ids[i] for i in stored]) if stored else {}
+        same = {i for i in stored if ids[i] in found and found[ids[i]] == (texts[i], metadatas[i])}
+        clashes = [i for i in stored if i not in same]
+        if clashes and not replace:
+            raise DuplicateIdError(
+                f"{len(clashes)} id(s) are already in the index with other text or metadata (e.g. "
+                f"{[ids[i] for i in clashes[:3]]}); delete them first, give new ids, or add(..., replace=True)."
+            )
+        return [i for i in range(len(ids)) if i not in same], [ids[i] for i in clashes]
 
     def delete(self, ids: Sequence[str], missing_ok: bool = False) -> None:
         """Delete nodes by id. Unknown ids raise ``KeyError`` and nothing is deleted, unless
@@ -849,7 +873,7 @@ def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | 
         lists, header = stored
         if header["version"] == manifest.version and header["count"] == store.count(manifest.data_collection):
             return lists
-        lists = _reconcile(store, manifest, lists)
+        lists = _reconcile(store, manifest, lists, int(header["version"]))
     else:
         lists = _read_lists(store, manifest)
     lists_file.save(lists, manifest.generation, manifest.version, data_uuid)
@@ -897,21 +921,36 @@ def _read_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
     return InvertedLists(centroids, ids, matrix, labels, metadatas)
 
 
-def _reconcile(store: ChromaStore, manifest: Manifest, lists: InvertedLists) -> InvertedLists:
-    """``lists`` brought in line with the data collection by id: records added by others are
-    fetched and assigned, records deleted by others dropped. Returns ``lists`` itself when
-    nothing changed. Costs one ids-only read of the collection plus the new records."""
+def _reconcile(
+    store: ChromaStore, manifest: Manifest, lists: InvertedLists, since: int, compare_metadata: bool = False
+) -> InvertedLists:
+    """``lists`` (current as of manifest version ``since``) brought in line with the data
+    collection: records added by others fetched and assigned, records deleted dropped, records
+    the library rewrote since ``since`` (their assignments say so) fetched again, and with
+    ``compare_metadata`` records whose metadata changed in place. Returns ``lists`` itself when
+    nothing changed. Costs one ids-only read of the collection (with ``compare_metadata``:
+    every record's metadata), one filtered read of the assignments, plus the changed records."""
+    data = manifest.data_collection
     present: list[str] = []
-    for page in store.iter_data(manifest.data_collection, []):
+    current: list[dict[str, Any]] = []
+    for page in store.iter_data(data, ["metadatas"] if compare_metadata else []):
         present.extend(page["ids"])
+        if compare_metadata:
+            current.extend(filterable(m or {}) for m in page["metadatas"])
     known = set(lists.ids.tolist())
-    gone = known - set(present)
+    still = set(present)
+    gone = known - still
     new = [doc_id for doc_id in present if doc_id not in known]
-    if not gone and not new:
+    changed = set(store.changed_since(manifest.generation, since)) & known & still
+    if compare_metadata:
+        now = dict(zip(present, current, strict=True))
+        changed.update(i for i, m in zip(lists.ids.tolist(), lists.metadatas.tolist(), strict=True) if i in now and now[i] != m)
+    if not gone and not new and not changed:
         return lists
-    result = lists.removed(sorted(gone)) if gone else lists
-    if new:
-        found = store.fetch_vectors(manifest.data_collection, new)
+    result = lists.removed(sorted(gone | changed)) if gone or changed else lists
+    fetch = new + sorted(changed)
+    if fetch:
+        found = store.fetch_vectors(data, fetch)
         vectors = unit_rows(np.asarray(found["embeddings"], dtype=np.float32))
         result = result.added(
             list(found["ids"]), vectors, assign(vectors, lists.centroids), [filterable(m or {}) for m in found["metadatas"]]
@@ -935,6 +974,16 @@ def _page_batches(pages: Iterable[dict[str, Any]], progress: Any = None) -> Iter
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         texts = [d or "" for d in page.get("documents") or [""] * len(page["ids"])]
         yield list(page["ids"]), vectors, texts, [dict(m or {}) for m in page["metadatas"]]
+
+
+def _check_embeddings(ids: list[str], vectors: np.ndarray) -> None:
+    """Every embedding of a write is finite and non-zero, checked before anything is written."""
+    bad = np.flatnonzero(~np.all(np.isfinite(vectors), axis=1) | ~np.any(vectors, axis=1))
+    if len(bad):
+        raise InvalidEmbeddingError(
+            f"{len(bad)} node(s) have an embedding with NaN, infinite or only zero values (e.g. "
+            f"{[ids[i] for i in bad[:3]]}); nothing was written: check the embedding model's output for them."
+        )
 
 
 def _check_new_ids(ids: list[str], seen: set[str]) -> None:

@@ -45,6 +45,7 @@ from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, 
 
 FORMAT_VERSION = 3
 CLUSTER_ID_KEY = "cluster_id"
+VERSION_KEY = "version"  # of an assignment: the manifest version that wrote it
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{1,100}[A-Za-z0-9]$")
 _PAGE = 5000
 _KEEP_VERSIONS = 32  # manifest records kept; older ones are pruned after a commit
@@ -396,8 +397,12 @@ class ChromaStore:
         return int(self._call(data, lambda c: c.count()))
 
     # -- assignments ----------------------------------------------------------------------
-    def write_assignments(self, generation: int, ids: Sequence[str], labels: np.ndarray, create: bool = False) -> None:
-        """Each record's cluster. The 1-d vector is a placeholder: Chroma wants one per record."""
+    def write_assignments(
+        self, generation: int, ids: Sequence[str], labels: np.ndarray, version: int, create: bool = False
+    ) -> None:
+        """Each record's cluster, tagged with the manifest ``version`` that writes it, so other
+        handles find the records rewritten since they looked (``changed_since``). The 1-d
+        vector is a placeholder: Chroma wants one per record."""
         name = self._assign_name(generation)
         if create:
             self._open[name] = self.client.get_or_create_collection(
@@ -412,10 +417,17 @@ class ChromaStore:
                 collection.upsert(
                     ids=chunk,
                     embeddings=[[float(c)] for c in chunk_labels],
-                    metadatas=[{CLUSTER_ID_KEY: c} for c in chunk_labels],
+                    metadatas=[{CLUSTER_ID_KEY: c, VERSION_KEY: version} for c in chunk_labels],
                 )
 
             self._call(name, upsert)
+
+    def changed_since(self, generation: int, version: int) -> list[str]:
+        """Ids whose assignment was written by a manifest version after ``version`` (records
+        the library added or rewrote since; deletions show as missing ids instead)."""
+        name = self._assign_name(generation)
+        found = self._call(name, lambda c: c.get(where={VERSION_KEY: {"$gt": version}}, include=[]))
+        return list(found["ids"])
 
     def delete_assignments(self, generation: int, ids: Sequence[str]) -> None:
         self._call(self._assign_name(generation), lambda c: c.delete(ids=list(ids)))

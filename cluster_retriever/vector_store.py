@@ -151,7 +151,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
             write_nodes(self._collection, nodes)
             self._index = self._adopt_collection()
             return [node.node_id for node in nodes]
-        return self._index.add(nodes)
+        return self._index.add(nodes, replace=True)  # an upsert, as ChromaVectorStore.add
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         return await asyncio.to_thread(self.add, nodes, **kwargs)
