@@ -865,7 +865,16 @@ def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | 
         data_uuid = store.data_uuid(manifest.data_collection)
     except GenerationGone as exc:
         raise StaleIndexError(f"Index {store.name!r} was rebuilt while it was being opened: open it again.") from exc
-    stored = lists_file.load(manifest.generation, data_uuid, manifest.dimension) if use_file else None
+
+    def from_chroma(ids: np.ndarray) -> list[dict[str, Any]]:
+        found = {
+            i: filterable(m or {})
+            for page in store.iter_data(manifest.data_collection, ["metadatas"])
+            for i, m in zip(page["ids"], page["metadatas"], strict=True)
+        }
+        return [found.get(doc_id, {}) for doc_id in ids.tolist()]
+
+    stored = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma) if use_file else None
     if stored is not None and not _same_centroids(stored[0].centroids, store.read_centroids(manifest.generation)):
         logger.info("index %r: the lists file's centroids differ from Chroma's; reading Chroma", store.name)
         stored = None
@@ -878,7 +887,7 @@ def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | 
         lists = _read_lists(store, manifest)
     lists_file.save(lists, manifest.generation, manifest.version, data_uuid)
     # Served from the file just written: memory-mapped, and in the file's dtype.
-    mapped = lists_file.load(manifest.generation, data_uuid, manifest.dimension)
+    mapped = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma, verify=False)
     return lists if mapped is None else mapped[0]
 
 

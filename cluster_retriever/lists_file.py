@@ -6,8 +6,10 @@ HNSW index of the collection on its first read: docs/benchmarks.md, "Scale".)
 Chroma stays the source of truth: a file is used only for the generation, data collection
 (by its Chroma id) and dimension it was written for; when the manifest version or the record
 count moved since, it is brought in line by id from Chroma (as ``refresh()`` does) and written
-again. Anything unreadable is ignored and rebuilt from Chroma. Files are written whole under
-fresh names and published by renaming the header last, so a reader never sees half a file.
+again. Every part carries a CRC-32 in the header, checked on open (the metadata when first
+read): anything damaged or unreadable is ignored and rebuilt from Chroma, and a query's hits
+are checked against Chroma's metadata anyway. Files are written whole under fresh names,
+synced, and published by renaming the header last, so a reader never sees half a file.
 
 Layout, in the folder (``<embedded store>/cluster_retriever_lists``, or for a server
 ``$CLUSTER_RETRIEVER_CACHE/lists/<host>_<port>``):
@@ -22,18 +24,21 @@ import logging
 import os
 import re
 import secrets
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from cluster_retriever._cache import cache_root
+from cluster_retriever.errors import IndexCorruptedError
 from cluster_retriever.inverted_lists import InvertedLists
 from cluster_retriever.store import ChromaStore
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: per-part CRC-32 checksums; metadata keeps "_"-prefixed keys
 ARRAYS = ("vectors", "ids", "labels", "centroids")
 DTYPES = ("float32", "float16")
 
@@ -64,9 +69,19 @@ class ListsFile:
     def _header(self, generation: int) -> Path:
         return self.folder / f"{self.index_name}.g{generation}.{self.dtype}.json"
 
-    def load(self, generation: int, data_uuid: str, dimension: int) -> tuple[InvertedLists, dict[str, Any]] | None:
+    def load(
+        self,
+        generation: int,
+        data_uuid: str,
+        dimension: int,
+        metadata_fallback: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
+        verify: bool = True,
+    ) -> tuple[InvertedLists, dict[str, Any]] | None:
         """The lists stored for this generation and data collection, memory-mapped, with their
-        header (``version``, ``count``); None when there are none or they cannot be read."""
+        header (``version``, ``count``); None when there are none or any part is damaged (a
+        checksum, shape or cluster id out of line). The metadata is read on the first filtered
+        query and checked then; damaged, it comes from ``metadata_fallback(ids)`` (Chroma).
+        ``verify=False`` skips the array checksums (a file this process just wrote)."""
         try:
             header = json.loads(self._header(generation).read_text())
             if (header["format"], header["data_uuid"], header["dimension"]) != (FORMAT, data_uuid, dimension):
@@ -76,16 +91,39 @@ class ListsFile:
             count = len(arrays["ids"])
             if arrays["vectors"].shape != (count, dimension) or len(arrays["labels"]) != count or count != header["count"]:
                 return None
+            damaged = [name for name in ARRAYS if verify and _checksum(arrays[name]) != header["checksums"][name]]
+            if damaged:
+                logger.warning(
+                    "lists file of %r generation %d is damaged (%s); reading Chroma", self.index_name, generation, damaged
+                )
+                return None
+            labels = np.asarray(arrays["labels"], dtype=np.int64)
+            if count and (labels.min() < 0 or labels.max() >= len(arrays["centroids"])):
+                return None
             meta_path = Path(f"{stem}.meta.json")
             if not meta_path.exists():
                 return None
             ids = np.char.decode(arrays["ids"], "utf-8").astype(object)  # utf-8 bytes on disk
+            expected = header["checksums"]["meta"]
+
+            def metadatas() -> list[dict[str, Any]]:
+                try:
+                    raw = meta_path.read_bytes()
+                    loaded = json.loads(raw) if zlib.crc32(raw) == expected else None
+                    if isinstance(loaded, list) and len(loaded) == count:
+                        return loaded
+                except (OSError, ValueError) as exc:
+                    logger.info("metadata of the lists file of %r unreadable (%s)", self.index_name, exc)
+                if metadata_fallback is None:
+                    raise IndexCorruptedError(
+                        f"The lists file's metadata of index {self.index_name!r} is damaged: reopen the index "
+                        f"(ClusterIndex.open rebuilds the file from Chroma)."
+                    )
+                logger.warning("lists file metadata of %r is damaged; reading it from Chroma", self.index_name)
+                return metadata_fallback(ids)
+
             lists = InvertedLists.from_sorted(
-                np.asarray(arrays["centroids"], dtype=np.float32),
-                ids,
-                arrays["vectors"],
-                np.asarray(arrays["labels"], dtype=np.int64),
-                lambda: json.loads(meta_path.read_text()),
+                np.asarray(arrays["centroids"], dtype=np.float32), ids, arrays["vectors"], labels, metadatas
             )
             return lists, header
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -93,8 +131,9 @@ class ListsFile:
             return None
 
     def save(self, lists: InvertedLists, generation: int, version: int, data_uuid: str) -> None:
-        """Write the lists for this generation at this manifest version; failures only log
-        (the file is a cache: the next open reads Chroma)."""
+        """Write the lists for this generation at this manifest version, each part synced to
+        disk before the header that names it is renamed into place; failures only log (the
+        file is a cache: the next open reads Chroma)."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             stem = f"{self.index_name}.g{generation}.{secrets.token_hex(6)}"
@@ -104,9 +143,17 @@ class ListsFile:
                 "labels": lists.labels.astype(np.int32),
                 "centroids": lists.centroids,
             }
+            checksums: dict[str, int] = {}
             for name, array in arrays.items():
-                np.save(self.folder / f"{stem}.{name}.npy", array, allow_pickle=False)
-            (self.folder / f"{stem}.meta.json").write_text(json.dumps(list(lists.metadatas), default=str))
+                with open(self.folder / f"{stem}.{name}.npy", "wb") as out:
+                    np.save(out, array, allow_pickle=False)
+                    _sync(out)
+                checksums[name] = _checksum(array)
+            meta = json.dumps(list(lists.metadatas), default=str).encode()
+            with open(self.folder / f"{stem}.meta.json", "wb") as out:
+                out.write(meta)
+                _sync(out)
+            checksums["meta"] = zlib.crc32(meta)
             header = {
                 "format": FORMAT,
                 "stem": stem,
@@ -116,10 +163,18 @@ class ListsFile:
                 "data_uuid": data_uuid,
                 "dimension": lists.dim,
                 "dtype": self.dtype,
+                "checksums": checksums,
             }
             scratch = self.folder / f"{stem}.header.tmp"
-            scratch.write_text(json.dumps(header))
+            with open(scratch, "w") as out:
+                out.write(json.dumps(header))
+                _sync(out)
             os.replace(scratch, self._header(generation))
+            directory = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the rename itself survives a crash
+            finally:
+                os.close(directory)
             self.prune(generation)
         except OSError as exc:
             logger.warning("could not write the lists file of %r in %s: %s", self.index_name, self.folder, exc)
@@ -147,3 +202,13 @@ class ListsFile:
         for path in self.folder.iterdir():
             if pattern.match(path.name) and not any(path.name.startswith(stem + ".") for stem in live):
                 path.unlink(missing_ok=True)
+
+
+def _checksum(array: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (2.5 GB/s here: 0.6 s for the 1.5 GB of vectors at 1M x 384)."""
+    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8).data)
+
+
+def _sync(out: IO[Any]) -> None:
+    out.flush()
+    os.fsync(out.fileno())

@@ -109,3 +109,47 @@ def test_recluster_leaves_only_the_new_generations_files(built):
     index.recluster(n_clusters=8)
     names = {p.name.split(".")[1] for p in (built / "cluster_retriever_lists").iterdir()}
     assert names == {f"g{index.manifest.generation}"}
+
+
+def flip(path, at: int, n: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(at, min(at + n, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("part", ["vectors", "ids", "labels"])
+def test_flipped_bytes_in_any_array_are_caught_by_the_checksum(built, monkeypatch, part):
+    reference = reopen(built, lists_file=False)
+    expected = [top_ids(reference, i) for i in range(0, 400, 7)]
+    reference.close()
+    path = next((built / "cluster_retriever_lists").glob(f"*.{part}.npy"))
+    flip(path, path.stat().st_size - 200)  # inside the data, past the .npy header
+    reads = count_vector_reads(monkeypatch)
+    index = reopen(built)
+    assert len(reads) == 1  # the file was not trusted: Chroma was read, and the file rewritten
+    assert [top_ids(index, i) for i in range(0, 400, 7)] == expected
+
+
+def test_a_renamed_id_in_the_file_is_caught(built):
+    path = next((built / "cluster_retriever_lists").glob("*.ids.npy"))
+    ids = np.load(path)
+    ids[list(ids).index(b"d17")] = b"d71"  # same length, same count: d17's vector now answers as d71
+    np.save(path, ids)
+    index = reopen(built)
+    assert "d17" in index.lists and top_ids(index, 17)[0] == "d17"
+
+
+@pytest.mark.parametrize("content", ["garbage {", "edited"])
+def test_damaged_metadata_never_leaks_nor_crashes(built, content):
+    path = next((built / "cluster_retriever_lists").glob("*.meta.json"))
+    if content == "edited":  # every document claims shard 1: a valid JSON file, wrong
+        rows = json.loads(path.read_text())
+        path.write_text(json.dumps([{**row, "shard": 1} for row in rows]))
+    else:
+        path.write_text(content)
+    index = reopen(built)
+    only_shard_1 = MetadataFilters(filters=[MetadataFilter(key="shard", value=1)])
+    for i in range(0, 400, 11):
+        hits = top_ids(index, i, filters=only_shard_1)
+        assert len(hits) == 10 and all(int(doc_id[1:]) % 3 == 1 for doc_id in hits)
