@@ -192,8 +192,8 @@ class ClusterIndex:
             total = len(documents)
         if total is not None:
             resolve_n_clusters(n_clusters, total)  # fail before any embedding work
+        store = ChromaStore(client or make_client(path, host, port), name)  # a bad path fails before the model loads
         embedder = resolve_embed_model(embed_model)
-        store = ChromaStore(client or make_client(path, host, port), name)
         source = documents
 
         def batches() -> Iterator[Batch]:

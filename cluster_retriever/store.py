@@ -64,6 +64,10 @@ def make_client(path: str | Path | None = None, host: str | None = None, port: i
     if host is not None:
         return chromadb.HttpClient(host=host, port=port, settings=Settings(anonymized_telemetry=False))
     folder = str(path or "./chroma")
+    if Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
+        raise NotADirectoryError(
+            f"{folder} is a file, not a folder: give the folder an embedded Chroma store lives in (or will)."
+        )
     running = _running_system(folder)
     settings = running.settings if running is not None else Settings(anonymized_telemetry=False)
     return chromadb.PersistentClient(path=folder, settings=settings)

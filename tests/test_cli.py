@@ -25,9 +25,13 @@ def test_build_query_info(tmp_path, text_folder):
     assert "default" in tuned.output and "recall@4" in tuned.output
 
 
-def test_errors_are_clear_and_exit_nonzero(tmp_path):
+def test_errors_are_clear_and_exit_nonzero(tmp_path, text_folder):
     store = ["--index-path", str(tmp_path / "chroma")]
     missing = runner.invoke(app, ["build", str(tmp_path / "missing"), *store])
     assert missing.exit_code == 2 and "No such folder" in missing.output
     empty = runner.invoke(app, ["query", "x", *store])
     assert empty.exit_code == 2 and "No cluster index" in empty.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    on_a_file = runner.invoke(app, ["build", str(text_folder), "--index-path", str(a_file)])
+    assert on_a_file.exit_code == 2 and "file, not a folder" in " ".join(on_a_file.output.split())

@@ -184,3 +184,13 @@ def test_inside_a_query_engine(stub, index):
     response = asyncio.run(engine.aquery("pastry chef croissants"))
     assert len(response.source_nodes) == 2 and all(n.node.node_id.startswith("chef-") for n in response.source_nodes)
     assert reranker.last_stats.llm_calls > 0
+
+
+def test_repeated_nodes_come_out_once_and_lone_surrogates_do_not_crash(stub):
+    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=10)
+    twice = nodes() + nodes()[:3]
+    assert sorted(ids(reranker.postprocess_nodes(twice, query_str=QUERY))) == sorted(ids(nodes()))
+    broken = nodes()
+    broken[0].node.set_content("pastry chefs \udc80 laminate")  # a lone surrogate from a badly decoded file
+    result = reranker.postprocess_nodes(broken, query_str=QUERY)
+    assert sorted(ids(result)) == sorted(ids(nodes()))

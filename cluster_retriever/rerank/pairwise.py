@@ -165,8 +165,9 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
     async def _rerank(self, nodes: list[NodeWithScore], query_bundle: QueryBundle) -> RerankResult:
         started = time.perf_counter()
+        nodes = _distinct(nodes)
         stats = RerankStats(candidates=len(nodes))
-        passages = [n.node.get_content(metadata_mode=MetadataMode.NONE) for n in nodes]
+        passages = [_clean(n.node.get_content(metadata_mode=MetadataMode.NONE)) for n in nodes]
         compare = _Comparisons(self, query_bundle.query_str, passages, stats, started + self.deadline_s)
         try:
             order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n)
@@ -298,6 +299,17 @@ def _run_sync(coroutine: Coroutine[Any, Any, RerankResult]) -> RerankResult:
     # Called synchronously from inside a running loop: run concurrently on a private loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+    """Each node once, at its first (best) first-stage position."""
+    seen: set[str] = set()
+    return [n for n in nodes if not (n.node.node_id in seen or seen.add(n.node.node_id))]
+
+
+def _clean(text: str) -> str:
+    """Text that encodes as UTF-8: a lone surrogate (from a badly decoded file) becomes '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _first_stage(i: int, j: int) -> float:
