@@ -303,8 +303,10 @@ def _run_sync(coroutine: Coroutine[Any, Any, RerankResult]) -> RerankResult:
 
 def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
     """Each node once, at its first (best) first-stage position."""
-    seen: set[str] = set()
-    return [n for n in nodes if not (n.node.node_id in seen or seen.add(n.node.node_id))]
+    first = {}
+    for n in nodes:
+        first.setdefault(n.node.node_id, n)
+    return list(first.values())
 
 
 def _clean(text: str) -> str:
