@@ -303,7 +303,7 @@ def _run_sync(coroutine: Coroutine[Any, Any, RerankResult]) -> RerankResult:
 
 def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
     """Each node once, at its first (best) first-stage position."""
-    first = {}
+    first: dict[str, NodeWithScore] = {}
     for n in nodes:
         first.setdefault(n.node.node_id, n)
     return list(first.values())
