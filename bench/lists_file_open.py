@@ -42,7 +42,7 @@ def write(folder: Path, n: int, dtype: str) -> None:
         vectors[start : start + len(chunk)] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     labels = np.sort(rng.integers(0, k, size=n))
     ids = np.asarray([f"doc-{i:08d}" for i in range(n)], dtype=object)
-    lists = InvertedLists.from_sorted(centroids, ids, vectors, labels, lambda: [{} for _ in range(n)])
+    lists = InvertedLists.from_sorted(centroids, ids, vectors, labels, lambda: [{} for _ in range(n)], np.ones(n, np.float32))
     ListsFile(folder, "bench", dtype).save(lists, generation=1, version=1, data_uuid="synthetic")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import numbers
 import threading
 import time
@@ -447,6 +448,7 @@ class ClusterIndex:
                 "data_collection": data,
                 "clustered_count": len(all_ids),
                 "calibration": calibrate(lists, random_state),
+                "outlier_fence": lists.fence if math.isfinite(lists.fence) else None,
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
             manifest = (
@@ -744,12 +746,14 @@ class ClusterIndex:
         factor = budget_factor(state.manifest.calibration, top_k, target_recall) if adaptive else None
         if adaptive and (int(sizes.sum()) * lists.dim <= self.exact_scan_max_floats or (factor is None and target_recall >= 1.0)):
             clusters = None  # scanning every match costs no more than routing would
+        elif adaptive and float(np.max(lists.centroids @ query)) < lists.fence:
+            clusters = None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
         else:
             clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k, budget_factor=factor)
         restricted = mask is not None
         want = top_k
         while True:
-            result = lists.scan(query, clusters, want, mask, self.scan_kernel)
+            result = lists.scan(query, clusters, want, mask, self.scan_kernel, spill=mode == "routed")
             ids, scores = result.ids, [float(score) for score in result.scores]
             records = self._fetch(state, ids, with_nodes, restricted)
             if records is not None:  # drop records deleted meanwhile, and any the filter no longer admits
@@ -874,7 +878,8 @@ def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | 
         }
         return [found.get(doc_id, {}) for doc_id in ids.tolist()]
 
-    stored = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma) if use_file else None
+    fence = manifest.outlier_fence
+    stored = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma, fence=fence) if use_file else None
     if stored is not None and not _same_centroids(stored[0].centroids, store.read_centroids(manifest.generation)):
         logger.info("index %r: the lists file's centroids differ from Chroma's; reading Chroma", store.name)
         stored = None
@@ -887,7 +892,7 @@ def _load_lists(store: ChromaStore, manifest: Manifest, lists_file: ListsFile | 
         lists = _read_lists(store, manifest)
     lists_file.save(lists, manifest.generation, manifest.version, data_uuid)
     # Served from the file just written: memory-mapped, and in the file's dtype.
-    mapped = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma, verify=False)
+    mapped = lists_file.load(manifest.generation, data_uuid, manifest.dimension, from_chroma, verify=False, fence=fence)
     return lists if mapped is None else mapped[0]
 
 
@@ -927,7 +932,7 @@ def _read_lists(store: ChromaStore, manifest: Manifest) -> InvertedLists:
     if len(bad):
         logger.info("index %r: %d record(s) had no valid cluster; assigned by nearest centroid", store.name, len(bad))
         labels[bad] = assign(matrix[bad], centroids)
-    return InvertedLists(centroids, ids, matrix, labels, metadatas)
+    return InvertedLists(centroids, ids, matrix, labels, metadatas, fence=manifest.outlier_fence)
 
 
 def _reconcile(

@@ -41,6 +41,8 @@ class InvertedLists:
         vectors: np.ndarray,
         labels: np.ndarray,
         metadatas: Sequence[dict[str, Any]] | np.ndarray | None = None,
+        affinity: np.ndarray | None = None,
+        fence: float | None = None,
     ) -> None:
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         id_array = np.asarray(list(ids), dtype=object)
@@ -50,8 +52,11 @@ class InvertedLists:
         labels = np.asarray(labels, dtype=np.int64)
         meta = np.empty(len(id_array), dtype=object)
         meta[:] = list(metadatas) if metadatas is not None else [{} for _ in range(len(id_array))]
+        if affinity is None:
+            affinity = affinity_of(vectors, centroids, labels)
         order = np.argsort(labels, kind="stable")
-        self._setup(centroids, id_array[order], np.ascontiguousarray(vectors[order]), labels[order], meta[order])
+        rows = (id_array[order], np.ascontiguousarray(vectors[order]), labels[order], meta[order], affinity[order])
+        self._setup(centroids, *rows, fence)
 
     @classmethod
     def from_sorted(
@@ -61,13 +66,15 @@ class InvertedLists:
         vectors: np.ndarray,
         labels: np.ndarray,
         metadatas: Callable[[], Sequence[dict[str, Any]]],
+        affinity: np.ndarray,
+        fence: float | None = None,
     ) -> InvertedLists:
         """Rows already in cluster order (a lists file): ``vectors`` is not copied (a memory map
         stays mapped), and ``metadatas`` is called on the first filtered query."""
         lists = cls.__new__(cls)
         # A plain ndarray over the same mapped pages: slicing a np.memmap runs Python code
         # (its __getitem__ and __array_finalize__), about 0.6 ms per query over ~250 clusters.
-        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas)
+        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas, np.asarray(affinity, dtype=np.float32), fence)
         return lists
 
     def _setup(
@@ -77,8 +84,15 @@ class InvertedLists:
         vectors: np.ndarray,
         labels: np.ndarray,
         metadatas: np.ndarray | Callable[[], Sequence[dict[str, Any]]],
+        affinity: np.ndarray,
+        fence: float | None,
     ) -> None:
         self.centroids = centroids
+        self.affinity = affinity  # each row's cosine to its own centroid
+        # Rows below it are outliers, always scanned; fixed when the clusters are fitted (see
+        # ``outlier_fence``), so documents added later are judged against the fitted corpus.
+        self.fence = outlier_fence(affinity) if fence is None else float(fence)
+        self.spill = np.flatnonzero(affinity < self.fence)
         self.ids: np.ndarray = ids
         self.vectors = vectors
         self.labels = labels
@@ -171,10 +185,34 @@ class InvertedLists:
         top_k: int,
         mask: np.ndarray | None = None,
         kernel: str = "numpy",
+        spill: bool = False,
     ) -> ScanResult:
         """Exact top-k over the given clusters (all of them when ``clusters`` is None),
-        among the rows ``mask`` lets through. ``kernel="faiss"`` scans unfiltered routed
-        queries with FAISS's IVF-Flat kernel over these same lists (same results)."""
+        among the rows ``mask`` lets through; with ``spill``, over the outlier rows of every
+        other cluster too (``outliers``). ``kernel="faiss"`` scans unfiltered routed queries
+        with FAISS's IVF-Flat kernel over these same lists (same results)."""
+        found = self._scan(query, clusters, top_k, mask, kernel)
+        if not spill or clusters is None or not len(self.spill):
+            return found
+        extra = self.spill[~np.isin(self.labels[self.spill], self._nonempty(clusters))]
+        if mask is not None:
+            extra = extra[mask[extra]]
+        if not len(extra):
+            return found
+        spilled = self._top(self.vectors[extra] @ query, extra, top_k)
+        ids = found.ids + spilled.ids
+        scores = np.concatenate([found.scores, spilled.scores]).astype(np.float32)
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return ScanResult([ids[i] for i in best], scores[best], found.n_scanned + spilled.n_scanned)
+
+    def _scan(
+        self,
+        query: np.ndarray,
+        clusters: Sequence[int] | np.ndarray | None,
+        top_k: int,
+        mask: np.ndarray | None,
+        kernel: str,
+    ) -> ScanResult:
         if kernel == "faiss" and clusters is not None and mask is None and len(self.ids):
             return self._scan_faiss(query, clusters, top_k)
         if clusters is None:
@@ -265,14 +303,49 @@ class InvertedLists:
     ) -> InvertedLists:
         new_meta = np.empty(len(ids), dtype=object)
         new_meta[:] = list(metadatas) if metadatas is not None else [{} for _ in ids]
+        labels = np.asarray(labels, dtype=np.int64)
         return InvertedLists(
             self.centroids,
             np.concatenate([self.ids, np.asarray(list(ids), dtype=object)]),
             np.concatenate([self.vectors, vectors.astype(self.vectors.dtype)]),
             np.concatenate([self.labels, labels]),
             np.concatenate([self.metadatas, new_meta]),
+            np.concatenate([self.affinity, affinity_of(vectors, self.centroids, labels)]),
+            self.fence,
         )
 
     def removed(self, ids: Sequence[str]) -> InvertedLists:
         keep = ~np.isin(self.ids, np.asarray(list(ids), dtype=object))
-        return InvertedLists(self.centroids, self.ids[keep], self.vectors[keep], self.labels[keep], self.metadatas[keep])
+        return InvertedLists(
+            self.centroids,
+            self.ids[keep],
+            self.vectors[keep],
+            self.labels[keep],
+            self.metadatas[keep],
+            self.affinity[keep],
+            self.fence,
+        )
+
+
+def affinity_of(vectors: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's cosine to its own centroid (unit rows and centroids)."""
+    if not len(labels):
+        return np.zeros(0, dtype=np.float32)
+    rows = np.asarray(vectors, dtype=np.float32)
+    return np.asarray(np.einsum("ij,ij->i", rows, centroids[labels]), dtype=np.float32)
+
+
+def outlier_fence(affinity: np.ndarray) -> float:
+    """The affinity below which a row is an outlier: Tukey's outer fence (Q1 - 3 IQR) of the
+    affinities of the rows the clusters were fitted on. Routing cannot be trusted for a row
+    that far from its centroid: every centroid is about as far, so a small change of the
+    vector (the query is a document's text without its metadata, say) reshuffles which cluster
+    comes first, and its cluster may rank 100th for its own text. Routed queries scan outliers
+    always, and a query whose nearest centroid is below the fence is scanned exactly.
+    Measured on CISI (1,460 documents, k=195): fence 0.40 (interquartile range 0.73-0.84); 0 of
+    its documents below it, and 1.3% of its 76 queries' nearest centroids; 10 off-topic notes
+    and 150 BBC News articles inserted into it mostly fall below (affinity 0.1-0.4)."""
+    if len(affinity) < 20:  # too few rows for quartiles to mean anything
+        return float("-inf")
+    q1, q3 = np.percentile(affinity, [25, 75])
+    return round(float(q1 - 3.0 * (q3 - q1)), 6)  # as Chroma's metadata gives it back

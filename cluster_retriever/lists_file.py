@@ -13,7 +13,7 @@ synced, and published by renaming the header last, so a reader never sees half a
 
 Layout, in the folder (``<embedded store>/cluster_retriever_lists``, or for a server
 ``$CLUSTER_RETRIEVER_CACHE/lists/<host>_<port>``):
-``<index>.g<N>.<dtype>.json`` (the header) and ``<index>.g<N>.<token>.{vectors,ids,labels,centroids}.npy``
+``<index>.g<N>.<dtype>.json`` (the header) and ``<index>.g<N>.<token>.{vectors,ids,labels,centroids,affinity}.npy``
 plus ``.meta.json`` (filterable metadata, read on the first filtered query).
 """
 
@@ -38,8 +38,8 @@ from cluster_retriever.store import ChromaStore
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: per-part CRC-32 checksums; metadata keeps "_"-prefixed keys
-ARRAYS = ("vectors", "ids", "labels", "centroids")
+FORMAT = 2  # 2: per-part CRC-32 checksums, each row's affinity; metadata keeps "_"-prefixed keys
+ARRAYS = ("vectors", "ids", "labels", "centroids", "affinity")
 DTYPES = ("float32", "float16")
 
 
@@ -76,12 +76,14 @@ class ListsFile:
         dimension: int,
         metadata_fallback: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
         verify: bool = True,
+        fence: float | None = None,
     ) -> tuple[InvertedLists, dict[str, Any]] | None:
         """The lists stored for this generation and data collection, memory-mapped, with their
         header (``version``, ``count``); None when there are none or any part is damaged (a
         checksum, shape or cluster id out of line). The metadata is read on the first filtered
         query and checked then; damaged, it comes from ``metadata_fallback(ids)`` (Chroma).
-        ``verify=False`` skips the array checksums (a file this process just wrote)."""
+        ``verify=False`` skips the array checksums (a file this process just wrote); ``fence``
+        is the manifest's outlier fence."""
         try:
             header = json.loads(self._header(generation).read_text())
             if (header["format"], header["data_uuid"], header["dimension"]) != (FORMAT, data_uuid, dimension):
@@ -122,8 +124,16 @@ class ListsFile:
                 logger.warning("lists file metadata of %r is damaged; reading it from Chroma", self.index_name)
                 return metadata_fallback(ids)
 
+            if len(arrays["affinity"]) != count:
+                return None
             lists = InvertedLists.from_sorted(
-                np.asarray(arrays["centroids"], dtype=np.float32), ids, arrays["vectors"], labels, metadatas
+                np.asarray(arrays["centroids"], dtype=np.float32),
+                ids,
+                arrays["vectors"],
+                labels,
+                metadatas,
+                arrays["affinity"],
+                fence,
             )
             return lists, header
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -142,6 +152,7 @@ class ListsFile:
                 "ids": np.char.encode(lists.ids.astype(str), "utf-8") if len(lists) else np.zeros(0, "S1"),
                 "labels": lists.labels.astype(np.int32),
                 "centroids": lists.centroids,
+                "affinity": lists.affinity.astype(np.float32),
             }
             checksums: dict[str, int] = {}
             for name, array in arrays.items():

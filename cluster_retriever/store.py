@@ -108,6 +108,9 @@ class Manifest(BaseModel):
     )
     version: int = Field(0, description="Bumped by every committed write (add, delete, build, recluster).")
     random_state: int = Field(0, description="KMeans seed.")
+    outlier_fence: float | None = Field(
+        None, description="Affinity to its centroid below which a record is always scanned (None: from the lists)."
+    )
     updated_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @field_validator("calibration", mode="before")
@@ -116,7 +119,8 @@ class Manifest(BaseModel):
         return json.loads(value) if isinstance(value, str) else value  # Chroma metadata holds only scalars
 
     def to_record(self) -> dict[str, Any]:
-        return {**self.model_dump(), "calibration": json.dumps(self.calibration)}
+        fields = {key: value for key, value in self.model_dump().items() if value is not None}  # Chroma holds no None
+        return {**fields, "calibration": json.dumps(self.calibration)}
 
     def bumped(self, **changes: Any) -> Manifest:
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -20,6 +20,7 @@ from cluster_retriever import ClusterIndex, ClusterVectorStore
 from cluster_retriever.errors import StoreOutOfSyncError
 
 from .chroma_server import chroma_server
+from .conftest import CISI, requires_cisi
 from .hash_embedding import HashEmbedding, text_of
 from .stub_ollama import StubOllama
 
@@ -200,3 +201,54 @@ def test_mmr_through_as_retriever_matches_chroma_vector_stores_mmr():
     for bad in (-1, 0, None, 2.5, True):
         with pytest.raises(ValueError, match="similarity_top_k"):
             store.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=bad))
+
+
+OFF_TOPIC = [
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
+    "Meeting notes: bring snacks on Friday.",
+    "Password reset instructions for the VPN.",
+    "Recipe: two eggs, flour, sugar; bake 20 minutes.",
+    "TODO fix the build",
+    "Quarterly parking permit renewal form",
+    "Happy birthday Anna!",
+    "Error 500 when uploading avatar images",
+    "The cat sat on the mat.",
+    "Invoice #4411 overdue by 30 days",
+]
+
+
+@pytest.mark.slow
+@requires_cisi
+def test_every_inserted_document_is_found_by_its_own_text_even_far_from_every_cluster(embed_model):
+    """An app of 800 CISI abstracts (routing forced on, otherwise the defaults) inserts 150
+    documents through VectorStoreIndex.insert with app metadata: 100 BBC News articles and 10
+    notes that fit no cluster, 40 more abstracts. Each is found by its own text where exact
+    search finds it (first, but for CISI's own near-duplicates)."""
+    from cluster_retriever.datasets import load_bbc_news, load_beir
+
+    corpus = load_beir(CISI).corpus
+    base, held = corpus[:800], corpus[800:840]
+    inserted = [(d.text, f"bbc-{i}") for i, d in enumerate(load_bbc_news().corpus[:100])]
+    inserted += [(d.text, f"cisi-{d.doc_id}") for d in held] + [(t, f"note-{i}") for i, t in enumerate(OFF_TOPIC)]
+    chroma = ChromaVectorStore(chroma_collection=chromadb.EphemeralClient().get_or_create_collection("outlier-app"))
+    VectorStoreIndex.from_documents(
+        base, storage_context=StorageContext.from_defaults(vector_store=chroma), embed_model=embed_model
+    )
+    store = ClusterVectorStore.from_chroma(chroma, embed_model=embed_model, show_progress=False)
+    store.index.exact_scan_max_floats = 0
+    store.index.recluster_growth = None
+    index = VectorStoreIndex.from_vector_store(store, embed_model=embed_model)
+    for text, ref in inserted:
+        index.insert(Document(id_=ref, text=text, metadata={"file_name": f"upload_{ref}_final_v2.pdf", "owner": "J. Smith"}))
+    routed = index.as_retriever(similarity_top_k=3)
+    flat = ClusterVectorStore(store.index, mode="flat")
+    misses = []
+    for text, ref in inserted:
+        found = [hit.node.ref_doc_id for hit in routed.retrieve(text)]
+        vector = embed_model.get_query_embedding(text)
+        exact = [n.ref_doc_id for n in flat.query(VectorStoreQuery(query_embedding=vector, similarity_top_k=3)).nodes]
+        if found[0] != exact[0] or (exact[0] != ref and ref.startswith(("bbc-", "note-"))):
+            misses.append((ref, found, exact))
+    lists = store.index.lists
+    print(f"outliers scanned by every routed query: {len(lists.spill)} of {len(lists)} rows (fence {lists.fence:.3f})")
+    assert misses == []
