@@ -236,9 +236,12 @@ class ChromaStore:
     def require_manifest(self) -> Manifest:
         manifest = self.read_manifest()
         if manifest is None:
+            names = index_names(self.client)
+            held = f"it holds {names}: pass one as name (--name)" if names else "it holds none"
             raise IndexNotFoundError(
-                f"No cluster index named {self.name!r} in this Chroma store. Build one with "
-                f"ClusterIndex.build(...) or `cluster-retriever build`, or check the path/host and name."
+                f"No cluster index named {self.name!r} in this Chroma store ({held}). Build one with "
+                f"ClusterIndex.build(...) or `cluster-retriever build`, adopt a collection with `cluster-retriever adopt` "
+                f"(named <collection>-clusters), or check the path/host."
             )
         if manifest.format_version > FORMAT_VERSION:
             raise IndexCorruptedError(
@@ -480,6 +483,19 @@ class ChromaStore:
             return np.zeros((0, 0), dtype=np.float32)
         order = np.argsort([int(i) for i in ids])
         return np.asarray(vectors, dtype=np.float32)[order]
+
+
+def index_names(client: ClientAPI) -> list[str]:
+    """The cluster indexes a Chroma database holds (each has a ``<name>.manifest`` collection)."""
+    names = (c if isinstance(c, str) else c.name for c in client.list_collections())
+    return sorted(name[: -len(".manifest")] for name in names if name.endswith(".manifest"))
+
+
+def collection_names(client: ClientAPI) -> list[str]:
+    """The app's collections in a Chroma database: all but the ones cluster indexes keep."""
+    names = (c if isinstance(c, str) else c.name for c in client.list_collections())
+    own = re.compile(r"\.(manifest|g\d+\.(nodes|centroids|assign))$")
+    return sorted(name for name in names if not own.search(name))
 
 
 def _get_page(collection: Any, include: list[str], offset: int) -> Any:

@@ -35,3 +35,57 @@ def test_errors_are_clear_and_exit_nonzero(tmp_path, text_folder):
     a_file.write_text("not a folder")
     on_a_file = runner.invoke(app, ["build", str(text_folder), "--index-path", str(a_file)])
     assert on_a_file.exit_code == 2 and "file, not a folder" in " ".join(on_a_file.output.split())
+
+
+def test_adopt_list_and_query_an_apps_collection_with_a_filter(tmp_path, embed_model):
+    import chromadb
+    from llama_index.core import Document, StorageContext, VectorStoreIndex
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    folder = tmp_path / "app"
+    chroma = ChromaVectorStore(chroma_collection=chromadb.PersistentClient(path=str(folder)).get_or_create_collection("app_docs"))
+    docs = [
+        Document(id_=f"{team}-{i}", text=f"{text} Note {i}.", metadata={"team": team, "year": 2020 + i})
+        for team, text in [("bakery", "Laminating croissant dough with butter."), ("data", "Spark ETL pipelines in Airflow.")]
+        for i in range(4)
+    ]
+    VectorStoreIndex.from_documents(
+        docs, storage_context=StorageContext.from_defaults(vector_store=chroma), embed_model=embed_model
+    )
+    store = ["--index-path", str(folder)]
+    listed = runner.invoke(app, ["list", *store])
+    assert listed.exit_code == 0 and "app_docs" in listed.output and "adopt" in listed.output
+    missing = runner.invoke(app, ["query", "croissants", *store])
+    assert missing.exit_code == 2 and "it holds none" in " ".join(missing.output.split())
+    adopted = runner.invoke(app, ["adopt", "app_docs", *store])
+    assert adopted.exit_code == 0, adopted.output
+    assert "8 documents" in adopted.output and "app_docs-clusters" in adopted.output
+    wrong_name = runner.invoke(app, ["query", "croissants", *store])
+    assert wrong_name.exit_code == 2 and "app_docs-clusters" in wrong_name.output  # the error names the index there
+    named = ["--name", "app_docs-clusters"]
+    found = runner.invoke(app, ["query", "croissant dough", *store, *named, "--filter", "team=data", "--top-k", "3"])
+    assert found.exit_code == 0, found.output
+    assert "data-" in found.output and "bakery-" not in found.output  # document ids, and only the team asked for
+    by_year = runner.invoke(app, ["query", "croissant dough", *store, *named, "--filter", "year=2021", "--top-k", "3"])
+    assert by_year.exit_code == 0 and "bakery-1" in by_year.output and "bakery-0" not in by_year.output
+    bad = runner.invoke(app, ["query", "x", *store, *named, "--filter", "team"])
+    assert bad.exit_code == 2 and "key=value" in bad.output
+    unknown = runner.invoke(app, ["adopt", "nope", *store])
+    assert unknown.exit_code == 2 and "app_docs" in unknown.output
+
+
+def test_import_and_help_load_nothing_heavy_and_leave_the_environment():
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys, time\n"
+        "before = dict(os.environ)\n"
+        "import cluster_retriever, cluster_retriever.cli\n"
+        "heavy = [m for m in ('chromadb', 'sklearn', 'sentence_transformers', 'litellm', 'torch') if m in sys.modules]\n"
+        "print(heavy, dict(os.environ) == before)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.split("\n")[0] == "[] True", shown.stderr
+    helped = subprocess.run([sys.executable, "-m", "cluster_retriever.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert "adopt" in helped.stdout and "list" in helped.stdout
