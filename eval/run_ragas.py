@@ -58,7 +58,9 @@ def main(
     ),
     api_base: str | None = typer.Option(None, "--api-base", help="LLM server URL, e.g. http://localhost:11434."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder for results.json, report.md and the plots."),
-    cache_dir: Path = typer.Option(Path(".cache/embeddings"), "--cache-dir", help="Embedding cache (per dataset and model)."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Embedding cache (per dataset and model); default <out>/cache/embeddings."
+    ),
 ) -> None:
     """Compare embedding models and retrieval modes with IR metrics, RAGAS metrics and costs."""
     config = EvalConfig(

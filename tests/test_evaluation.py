@@ -69,12 +69,12 @@ def test_run_ragas_end_to_end(tmp_path):
         str(out),
         "--models",
         "all-MiniLM-L6-v2,tokenlearn-static-model-64d,no-such-model-xyz",
-        "--cache-dir",
-        str(tmp_path / "cache"),
         "--max-queries",
         "3",
     ]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "mini" and results["queries"] == 3
@@ -109,9 +109,11 @@ def test_run_ragas_end_to_end(tmp_path):
     for png in ("ndcg_by_model_mode.png", "clusters.png", "quality_vs_cost.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "nDCG@10" in first.stdout
-    cached = sorted(p.name for p in (tmp_path / "cache" / "mini").iterdir())
+    assert "scans this corpus exactly with all-MiniLM-L6-v2" in report  # 12 documents: the defaults would not route
+    assert list(cwd.iterdir()) == []  # everything under --out, the embedding cache included
+    cached = sorted(p.name for p in (out / "cache" / "embeddings" / "mini").iterdir())
     assert cached == ["sentence-transformers_all-MiniLM-L6-v2.npz", "tokenlearn-static-model-64d.npz"]
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
     assert second.returncode == 0
     again = json.loads((out / "results.json").read_text())
     assert again["runs"][1]["metrics"] == results["runs"][1]["metrics"] and again["comparisons"] == comparisons

@@ -175,60 +175,73 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 
 
 def plot_ndcg(results: list[ModelRun], path: Path) -> None:
-    models = [r.model for r in results if r.runs]
-    modes = list(dict.fromkeys(run["mode"] for r in results for run in r.runs))
-    fig = Figure(figsize=(max(6, 2.2 * len(models)), 4.2))
+    """Grouped bars, one group per model; a model that has no run of a mode gets no bar (not a 0)."""
+    models = [r for r in results if r.runs]
+    modes = list(dict.fromkeys(run["mode"] for r in models for run in r.runs))
+    fig = Figure(figsize=(max(7, 2.4 * len(models)), 4.6))
     ax = fig.subplots()
     width = 0.8 / max(len(modes), 1)
-    for offset, mode in enumerate(modes):
-        found = [next((run for run in r.runs if run["mode"] == mode), None) for r in results if r.runs]
-        values = [run["metrics"]["ndcg@10"] if run else 0.0 for run in found]
-        errors = np.array(
-            [
-                [v - run["ci"]["ndcg@10"][0], run["ci"]["ndcg@10"][1] - v] if run and "ci" in run else [0.0, 0.0]
-                for v, run in zip(values, found, strict=True)
-            ]
-        ).T
-        bars = ax.bar(np.arange(len(models)) + offset * width, values, width, yerr=errors, capsize=2, label=mode)
+    tops = [0.1]
+    own = [[m for m in modes if any(run["mode"] == m for run in r.runs)] for r in models]  # each group centred on its bars
+    for mode in modes:
+        found = [(x, next((run for run in r.runs if run["mode"] == mode), None)) for x, r in enumerate(models)]
+        present = [(x, run) for x, run in found if run is not None]
+        values = np.array([run["metrics"]["ndcg@10"] for _, run in present])
+        low = np.array([run.get("ci", {}).get("ndcg@10", [v, v])[0] for (_, run), v in zip(present, values, strict=True)])
+        high = np.array([run.get("ci", {}).get("ndcg@10", [v, v])[1] for (_, run), v in zip(present, values, strict=True)])
+        tops.append(float(high.max()))
+        xs = np.array([x + (own[x].index(mode) - (len(own[x]) - 1) / 2) * width for x, _ in present])
+        bars = ax.bar(xs, values, width, yerr=np.vstack([values - low, high - values]), capsize=2, label=mode)
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
-    ax.set_xticks(np.arange(len(models)) + width * (len(modes) - 1) / 2, models, fontsize=8)
+    ax.set_xticks(np.arange(len(models)), [r.model for r in models], fontsize=8)
     ax.set_ylabel("nDCG@10")
-    ax.set_title("nDCG@10 by embedding model and retrieval mode (95% bootstrap CI)")
-    ax.set_ylim(0, 1.08 * max([run["metrics"]["ndcg@10"] for r in results for run in r.runs] + [0.1]))
-    ax.legend(fontsize=8)
+    ax.set_title("nDCG@10 by model and mode\n(error bars: 95% bootstrap CI)", fontsize=10)
+    ax.set_ylim(0, min(1.0, max(tops)) * 1.15)  # room for the error bars and their labels
+    ax.legend(fontsize=8, ncols=min(len(modes), 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def plot_clusters(result: ModelRun, path: Path) -> None:
+    """Left: the query among the clusters it probed and their nearest unprobed neighbours (a
+    PCA of those documents only, so the picture is of the query's neighbourhood); right, when
+    the dataset has labels: every sampled document by its label (a PCA of all of them)."""
     sample = result.clusters["projection"]
-    pca = PCA(n_components=2, random_state=0).fit(sample["vectors"])
-    points = pca.transform(sample["vectors"])
-    query = pca.transform(sample["query"][None, :])[0]
-    probed = np.isin(sample["clusters"], sample["probed"])
+    vectors, clusters, query_vector = sample["vectors"], np.asarray(sample["clusters"]), sample["query"]
+    probed_ids = [int(c) for c in sample["probed"]]
+    present = np.unique(clusters)
+    means = np.stack([vectors[clusters == c].mean(axis=0) for c in present])
+    nearest = [int(c) for c in present[np.argsort(-(means @ query_vector))] if int(c) not in probed_ids]
+    neighbours = nearest[: max(3, len(probed_ids))]
+    local = np.isin(clusters, probed_ids + neighbours)
+    pca = PCA(n_components=2, random_state=0).fit(np.vstack([vectors[local], query_vector]))
+    points = pca.transform(vectors[local])
+    query = pca.transform(query_vector[None, :])[0]
+    probed = np.isin(clusters[local], probed_ids)
     labels = sample.get("labels")
     fig = Figure(figsize=(14, 6) if labels is not None else (7, 6))
     axes = fig.subplots(1, 2) if labels is not None else [fig.subplots()]
     if labels is not None:  # do the clusters follow the dataset's own categories?
+        everything = PCA(n_components=2, random_state=0).fit_transform(vectors)
         for category in sorted(set(labels)):
             chosen = np.asarray(labels) == category
-            axes[1].scatter(points[chosen, 0], points[chosen, 1], s=6, label=category)
+            axes[1].scatter(everything[chosen, 0], everything[chosen, 1], s=6, label=category)
         axes[1].set_title(
-            f"the same documents by their label (cluster purity {result.clusters.get('purity', 0):.2f})", fontsize=9
+            f"all sampled documents by their label (cluster purity {result.clusters.get('purity', 0):.2f})", fontsize=9
         )
         axes[1].legend(fontsize=8, markerscale=2)
     ax = axes[0]
-    ax.scatter(points[~probed, 0], points[~probed, 1], s=6, c="lightgray", label="other clusters")
+    ax.scatter(points[~probed, 0], points[~probed, 1], s=8, c="lightgray", label=f"nearest unprobed clusters ({len(neighbours)})")
     ax.scatter(
         points[probed, 0],
         points[probed, 1],
-        s=10,
-        c=sample["clusters"][probed],
+        s=12,
+        c=clusters[local][probed],
         cmap="tab20",
-        label=f"probed clusters ({len(sample['probed'])})",
+        label=f"probed clusters ({len(probed_ids)})",
     )
     ax.scatter(query[0], query[1], marker="*", s=300, c="red", edgecolors="black", label="query")
-    ax.set_title(f"{result.model}: PCA of documents, query {sample['query_text'][:45]!r}", fontsize=9)
+    ax.set_title(f"{result.model}: query {sample['query_text'][:40]!r}\namong the clusters it probed", fontsize=9)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -271,6 +284,13 @@ def _drill_markdown(drill: dict[str, list[dict[str, Any]]]) -> list[str]:
             )
         lines.append("")
     return lines
+
+
+def _exact_note(results: list[ModelRun]) -> str:
+    exact = [r.model for r in results if r.clusters.get("exact_by_default")]
+    if not exact:
+        return "the library routes this corpus at its defaults too"
+    return f"at its defaults the library scans this corpus exactly with {', '.join(exact)}: it is that small"
 
 
 def _llm_note(results: list[ModelRun]) -> list[str]:
@@ -327,8 +347,8 @@ def write_report(
         _markdown(*rows(results, family)),
         "\n95% CI: bootstrap over queries (BCa, seeded). `*`: differs significantly from exact search (flat) of the "
         "same model; `†`: significantly below the best row of its mode (paired two-sided t-test over the same queries, "
-        "Holm-adjusted over every comparison on this dataset, p < 0.05). routed: the calibrated routing itself (the library "
-        "scans corpora this small exactly by default). hybrid: reciprocal rank fusion (k = 60) of BM25 and routed. bm25: "
+        "Holm-adjusted over every comparison on this dataset, p < 0.05). routed: the calibrated routing itself, forced on "
+        f"({_exact_note(results)}). hybrid: reciprocal rank fusion (k = 60) of BM25 and routed. bm25: "
         "bm25s defaults (k1 1.5, b 0.75), lower-cased word tokens, English stop words, no stemming. scanned: mean fraction "
         "of the corpus scanned per query; p50/p95: retrieval latency (ids and scores; documents are read only by routed+rerank), query embedding excluded.\n",
         *_llm_note(results),

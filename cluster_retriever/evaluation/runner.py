@@ -51,7 +51,7 @@ class EvalConfig:
     rerank_depth: int = 30
     llm_samples: int = 20
     out: Path = Path("runs/eval")
-    cache_dir: Path = Path(".cache/embeddings")
+    cache_dir: Path | None = None  # None: <out>/cache/embeddings, so the harness writes under --out only
     seed: int = 0
 
 
@@ -95,12 +95,14 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
     """Build one index with ``name`` and run every mode; a failure is recorded, not raised."""
     result = ModelRun(model=name)
     try:
-        embedder = CachedEmbedding(resolve_embed_model(name), config.cache_dir / data.name)
+        cache_dir = config.cache_dir if config.cache_dir is not None else config.out / "cache" / "embeddings"
+        embedder = CachedEmbedding(resolve_embed_model(name), cache_dir / data.name)
         with tempfile.TemporaryDirectory() as chroma_dir:
             started = time.perf_counter()
             index = ClusterIndex.build(data.corpus, path=chroma_dir, embed_model=embedder)
             build_s = time.perf_counter() - started
-            # Measure the routing itself: the library scans corpora this small exactly by default.
+            # Measure the routing itself, even where the library would scan this corpus exactly.
+            exact_by_default = len(index) * index.lists.dim <= index.exact_scan_max_floats
             index.exact_scan_max_floats = 0
             result.cost = _cost(embedder, index, data)
             embedder.save()
@@ -111,6 +113,7 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
             result.clusters = {
                 "n_clusters": index.n_clusters,
                 "build_s": build_s,
+                "exact_by_default": exact_by_default,
                 **cluster_quality(index.lists.vectors, index.lists.labels, labels, config.seed),
             }
             for mode in config.modes:
