@@ -20,6 +20,13 @@ from .stub_answers import overlap, respond
 __all__ = ["StubOllama", "overlap"]
 
 
+def tokens(text: str) -> int:
+    """What the stub reports as a token count: words and punctuation runs of the text."""
+    import re
+
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver listens with a backlog of 5: a 6th simultaneous connection waits for a TCP
     # SYN retry (1 s), which a real Ollama server (Go's backlog is the system maximum) never costs.
@@ -73,8 +80,8 @@ class StubOllama:
                                 "message": {"role": "assistant", "content": answer},
                                 "done": True,
                                 "done_reason": "stop",
-                                "prompt_eval_count": 50,
-                                "eval_count": 1,
+                                "prompt_eval_count": tokens(prompt),
+                                "eval_count": tokens(answer),
                             },
                         )
                     elif self.path == "/api/generate":
@@ -85,8 +92,8 @@ class StubOllama:
                                 "model": body.get("model"),
                                 "response": answer,
                                 "done": True,
-                                "prompt_eval_count": 50,
-                                "eval_count": 1,
+                                "prompt_eval_count": tokens(body.get("prompt", "")),
+                                "eval_count": tokens(answer),
                             },
                         )
                     else:

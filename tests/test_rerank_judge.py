@@ -58,6 +58,9 @@ def test_cache_key_depends_on_every_part():
     }
     assert len(keys) == 4
     assert LiteLLMJudge("x/y").cache_key != LiteLLMJudge("x/z").cache_key
+    # everything that changes a verdict changes the key: how passages are cut, completion options
+    assert LiteLLMJudge("x/y").cache_key != LiteLLMJudge("x/y", max_passage_chars=300).cache_key
+    assert LiteLLMJudge("x/y").cache_key != LiteLLMJudge("x/y", completion_kwargs={"temperature": 0.7}).cache_key
 
 
 def test_disk_cache_survives_a_new_instance(tmp_path):
@@ -69,7 +72,7 @@ def test_disk_cache_survives_a_new_instance(tmp_path):
 
 
 def _judge_in_child(url: str, out) -> None:
-    out.put(asyncio.run(LiteLLMJudge("ollama_chat/stub", api_base=url, timeout=5)("q", "a", "b")))
+    out.put(asyncio.run(LiteLLMJudge("ollama_chat/stub", api_base=url, timeout=5)("q", "a", "b")).verdict)
 
 
 def test_a_forked_child_gets_its_own_call_loop():
@@ -78,7 +81,7 @@ def test_a_forked_child_gets_its_own_call_loop():
     with StubOllama() as stub:
         stub.answer = "B"
         judge = LiteLLMJudge("ollama_chat/stub", api_base=stub.url, timeout=5)
-        assert asyncio.run(judge("q", "a", "b")) == "B"
+        assert asyncio.run(judge("q", "a", "b")).verdict == "B"
         context = multiprocessing.get_context("fork")
         out = context.Queue()
         child = context.Process(target=_judge_in_child, args=(stub.url, out))
@@ -103,3 +106,9 @@ def test_calls_on_the_call_loop_see_the_callers_context():
         return await off_loop(current_span())
 
     assert asyncio.run(caller()) == "rerank"
+
+
+def test_a_call_without_a_price_costs_none_not_zero():
+    from cluster_retriever.rerank.judge import _cost
+
+    assert _cost(object()) is None  # litellm cannot price it: unknown, not free

@@ -194,3 +194,31 @@ def test_repeated_nodes_come_out_once_and_lone_surrogates_do_not_crash(stub):
     broken[0].node.set_content("pastry chefs \udc80 laminate")  # a lone surrogate from a badly decoded file
     result = reranker.postprocess_nodes(broken, query_str=QUERY)
     assert sorted(ids(result)) == sorted(ids(nodes()))
+
+
+def test_every_rerank_reports_its_tokens_and_cost_through_litellm(stub):
+    import litellm
+
+    from .stub_ollama import tokens
+
+    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=3)
+    stats = reranker.rerank(nodes(), QUERY).stats
+    prompts = [reranker._judge.render(QUERY, a, b) for a in PASSAGES for b in PASSAGES if a != b]
+    assert stats.llm_calls == len(prompts) == stub.requests  # 6 candidates: every ordered pair once
+    assert stats.prompt_tokens == sum(tokens(p) for p in prompts)  # litellm's usage, as the server counted it
+    assert stats.completion_tokens == stats.llm_calls  # one letter an answer
+    assert stats.cost_usd == 0.0  # litellm prices local Ollama models at nothing
+    assert stats.wall_s > 0 and stats.stopped_by is None
+    # a priced model: litellm's cost map prices each call
+    litellm.register_model(
+        {
+            "ollama_chat/stub-priced": {
+                "input_cost_per_token": 1e-6,
+                "output_cost_per_token": 2e-6,
+                "litellm_provider": "ollama_chat",
+                "mode": "chat",
+            }
+        }
+    )
+    priced = PairwiseLLMReranker(model="ollama_chat/stub-priced", api_base=stub.url, top_n=3).rerank(nodes(), QUERY).stats
+    assert priced.cost_usd == pytest.approx(priced.prompt_tokens * 1e-6 + priced.completion_tokens * 2e-6)

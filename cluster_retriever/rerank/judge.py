@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import json
 import logging
 import os
 import re
 import sqlite3
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -44,12 +46,24 @@ _NAMED = re.compile(r"\bpassage[\s_]*([ab])\b", re.IGNORECASE)
 _LETTER = re.compile(r"\b([AB])\b")
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A judge's answer with what the call cost (``cost_usd`` None: the model has no price in
+    litellm's cost map). ``verdict`` None: the answer named neither passage."""
+
+    verdict: Verdict | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+
 class Judge(Protocol):
-    """Anything that answers one pairwise question, in one order."""
+    """Anything that answers one pairwise question, in one order: a verdict, or a ``Judged``
+    that also says what the call cost."""
 
     cache_key: str
 
-    async def __call__(self, query: str, passage_a: str, passage_b: str) -> Verdict | None: ...
+    async def __call__(self, query: str, passage_a: str, passage_b: str) -> Verdict | Judged | None: ...
 
 
 def escape(text: str) -> str:
@@ -103,13 +117,17 @@ class LiteLLMJudge:
         self.use_logprobs = use_logprobs and not model.startswith(("ollama/", "ollama_chat/"))
         self.prompt = prompt
         self.completion_kwargs = completion_kwargs or {}
-        self.cache_key = f"{model}|{PROMPT_VERSION}|{hashlib.sha256(prompt.get_template().encode()).hexdigest()[:12]}"
+        # Everything that can change a verdict: the model, the prompt, how passages are cut,
+        # the completion options (sampling settings, a system prompt...).
+        options = json.dumps(self.completion_kwargs, sort_keys=True, default=str)
+        signature = f"{prompt.get_template()}|{max_passage_chars}|{self.use_logprobs}|{options}"
+        self.cache_key = f"{model}|{PROMPT_VERSION}|{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
 
     def render(self, query: str, passage_a: str, passage_b: str) -> str:
         cut = self.max_passage_chars
         return self.prompt.format(query=escape(query[:cut]), passage_a=escape(passage_a[:cut]), passage_b=escape(passage_b[:cut]))
 
-    async def __call__(self, query: str, passage_a: str, passage_b: str) -> Verdict | None:
+    async def __call__(self, query: str, passage_a: str, passage_b: str) -> Judged | None:
         kwargs: dict[str, Any] = {"temperature": 0, "max_tokens": 3, **self.completion_kwargs}
         if self.use_logprobs:
             kwargs.update(logprobs=True, top_logprobs=5)
@@ -137,12 +155,16 @@ class LiteLLMJudge:
             return None
         choice = response.choices[0]
         content = choice.message.content or ""
+        usage = getattr(response, "usage", None)
+        spent = Judged(
+            None, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0), _cost(response)
+        )
         if len(content) > MAX_ANSWER_CHARS:
             logger.debug("judge answer of %d characters refused", len(content))
-            return None
+            return spent
         if self.use_logprobs and (verdict := _verdict_from_logprobs(choice)):
-            return verdict
-        return parse_verdict(content)
+            return replace(spent, verdict=verdict)
+        return replace(spent, verdict=parse_verdict(content))
 
 
 class _CallLoop:
@@ -172,6 +194,15 @@ _CALL_LOOP = _CallLoop()
 async def off_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Await ``coroutine`` run on the LLM call loop; cancelling the wait cancels it there."""
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _CALL_LOOP.get()))
+
+
+def _cost(response: Any) -> float | None:
+    """The call's price from litellm's cost map; None for a model it has no price for."""
+    try:
+        cost = litellm.completion_cost(completion_response=response)
+    except Exception:  # litellm raises for models missing from its map
+        return None
+    return float(cost) if cost is not None else None
 
 
 def _is_refused(exc: Exception) -> bool:

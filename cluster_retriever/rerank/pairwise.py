@@ -20,7 +20,7 @@ from llama_index.core.prompts.mixin import PromptDictType, PromptMixin
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from cluster_retriever.errors import JudgeUnreachable
-from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, LiteLLMJudge, Verdict, VerdictCache
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, Judged, LiteLLMJudge, Verdict, VerdictCache
 from cluster_retriever.rerank.sorting import ALGORITHMS, METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -28,18 +28,34 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RerankStats:
-    """What one rerank spent. ``fell_back``: the LLM was unreachable or kept failing, so
-    the order is (partly) the first stage's; verdicts obtained before that are kept."""
+    """What one rerank spent: comparisons, LLM calls, tokens and their price, wall time.
+
+    ``failures``: calls that timed out on their own ``timeout``, failed or answered nonsense;
+    ``cut_by_deadline``: calls in flight when the rerank's deadline passed (not failures);
+    ``skipped_over_budget`` / ``skipped_past_deadline``: calls never made. ``cost_usd`` is None
+    when a call's model has no price in litellm's cost map. ``stopped_by``: what ended the
+    asking early, "budget", "deadline", "failures" or "unreachable" (None: it finished).
+    ``fell_back``: part of the order is the first stage's; verdicts obtained are kept."""
 
     candidates: int = 0
     comparisons: int = 0
     llm_calls: int = 0
     cache_hits: int = 0
     failures: int = 0
+    cut_by_deadline: int = 0
     skipped_over_budget: int = 0
     skipped_past_deadline: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = 0.0
     wall_s: float = 0.0
+    stopped_by: str | None = None
     fell_back: bool = False
+
+    def spend(self, judged: Judged) -> None:
+        self.prompt_tokens += judged.prompt_tokens
+        self.completion_tokens += judged.completion_tokens
+        self.cost_usd = None if self.cost_usd is None or judged.cost_usd is None else self.cost_usd + judged.cost_usd
 
 
 @dataclass(frozen=True)
@@ -173,31 +189,42 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n)
         except JudgeUnreachable as exc:
             logger.warning("Reranker LLM %s is unreachable (%s); returning the first-stage order.", self.model, exc)
-            stats.fell_back = True
+            stats.fell_back, stats.stopped_by = True, "unreachable"
             order = list(range(len(nodes)))
             await compare.drain()
-        if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline):
-            reason = (
-                f"failed {FAILURES_BEFORE_GIVING_UP} calls in a row"
-                if compare.gave_up
-                else f"reached its {self.deadline_s:.1f}s deadline"
-            )
+        if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline or stats.cut_by_deadline):
+            if compare.gave_up:
+                stats.stopped_by = "failures"
+                reason = (
+                    f"failed {FAILURES_BEFORE_GIVING_UP} calls in a row (timeouts of {self.timeout:.1f}s, errors or nonsense)"
+                )
+            else:
+                stats.stopped_by = "deadline"
+                reason = (
+                    f"reached its {self.deadline_s:.1f}s deadline (max_wall_s) after {stats.llm_calls} calls, "
+                    f"{stats.cut_by_deadline} of them cut in flight; the server did not fail"
+                )
             logger.warning(
                 "Reranker LLM %s %s; stopped asking and kept %d verdicts, the rest of the order is the first stage's.",
                 self.model,
                 reason,
-                stats.llm_calls - stats.failures,
+                stats.llm_calls - stats.failures - stats.cut_by_deadline,
             )
             stats.fell_back = True
+        elif stats.skipped_over_budget:
+            stats.stopped_by = "budget"
         if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate
             raise AssertionError(f"{self.method} returned a non-permutation: {order}")
         stats.wall_s = time.perf_counter() - started
         logger.info(
-            "pairwise rerank (%s): %d candidates, %d comparisons, %d LLM calls, %d cache hits, %d failures, %.2fs",
+            "pairwise rerank (%s): %d candidates, %d comparisons, %d LLM calls (%d + %d tokens), %d cache hits, "
+            "%d failures, %.2fs",
             self.method,
             stats.candidates,
             stats.comparisons,
             stats.llm_calls,
+            stats.prompt_tokens,
+            stats.completion_tokens,
             stats.cache_hits,
             stats.failures,
             stats.wall_s,
@@ -268,12 +295,18 @@ class _Comparisons:
                 return None
             self.stats.llm_calls += 1
             try:
-                verdict = await asyncio.wait_for(judge(self.query, self.passages[a], self.passages[b]), remaining)
-            except asyncio.TimeoutError:
-                verdict = None
+                answer = await asyncio.wait_for(judge(self.query, self.passages[a], self.passages[b]), remaining)
+            except asyncio.TimeoutError:  # the rerank's deadline, not the call's own timeout
+                self.stats.cut_by_deadline += 1
+                return None
             except JudgeUnreachable:
                 self.unreachable = True
                 raise
+        if isinstance(answer, Judged):
+            self.stats.spend(answer)
+            verdict = answer.verdict
+        else:
+            verdict = answer
         if verdict is None:
             self.stats.failures += 1
             self.failures_in_a_row += 1
