@@ -42,7 +42,7 @@ def stub():
 
 
 @pytest.mark.parametrize("model", ["ollama_chat/stub", "ollama/stub"])
-@pytest.mark.parametrize("method", ["tournament", "allpair", "heapsort", "sliding"])
+@pytest.mark.parametrize("method", ["tournament", "allpair", "heapsort", "sliding", "budgeted"])
 def test_reorders_by_what_the_judge_reads(stub, model, method):
     reranker = PairwiseLLMReranker(model=model, api_base=stub.url, method=method, top_n=3)
     result = reranker.postprocess_nodes(nodes(), query_str=QUERY)
@@ -222,3 +222,14 @@ def test_every_rerank_reports_its_tokens_and_cost_through_litellm(stub):
     )
     priced = PairwiseLLMReranker(model="ollama_chat/stub-priced", api_base=stub.url, top_n=3).rerank(nodes(), QUERY).stats
     assert priced.cost_usd == pytest.approx(priced.prompt_tokens * 1e-6 + priced.completion_tokens * 2e-6)
+
+
+def test_budgeted_keeps_its_default_budget_through_litellm(stub):
+    from cluster_retriever.rerank.sorting import default_budget
+
+    many = [NodeWithScore(node=TextNode(id_=f"m{i}", text=f"{PASSAGES[i % 6]} Variant {i}."), score=1.0) for i in range(30)]
+    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, method="budgeted", top_n=5)
+    result = reranker.rerank(many, QUERY)
+    assert stub.requests == result.stats.llm_calls <= default_budget(30, 5) == 80
+    assert len(result.nodes) == 5 and len({n.node.node_id for n in result.nodes}) == 5
+    assert all("laminate" in n.node.get_content() for n in result.nodes[:2])  # the passages the judge prefers lead

@@ -100,7 +100,10 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         default=None, gt=0, description="Deadline for one whole rerank; None: 2 * timeout. Past it, first-stage order decides."
     )
     max_calls: int | None = Field(
-        default=None, ge=1, description="LLM call budget per query; past it, first-stage order decides."
+        default=None,
+        ge=1,
+        description="LLM call budget per query; None: budgeted plans for 2 per candidate + 4 per top_n place, the others "
+        "have none. Past it, first-stage order decides.",
     )
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
     use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
@@ -186,7 +189,8 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         passages = [_clean(n.node.get_content(metadata_mode=MetadataMode.NONE)) for n in nodes]
         compare = _Comparisons(self, query_bundle.query_str, passages, stats, started + self.deadline_s)
         try:
-            order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n)
+            options = {"budget": self.max_calls} if self.method == "budgeted" else {}
+            order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n, **options)
         except JudgeUnreachable as exc:
             logger.warning("Reranker LLM %s is unreachable (%s); returning the first-stage order.", self.model, exc)
             stats.fell_back, stats.stopped_by = True, "unreachable"
@@ -247,13 +251,41 @@ class _Comparisons:
         self.deadline = deadline
         self.semaphore = asyncio.Semaphore(reranker.max_concurrency)
         self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
+        self.single: dict[tuple[int, int], asyncio.Future[Verdict | None]] = {}
+        self.positions = {"A": 0, "B": 0}  # one-order verdicts by the position they named
         self.unreachable = False
         self.failures_in_a_row = 0
         self.gave_up = False
 
     async def drain(self) -> None:
         """Let comparisons still in flight finish (they return at once once unreachable)."""
-        await asyncio.gather(*self.pending.values(), return_exceptions=True)
+        await asyncio.gather(*self.pending.values(), *self.single.values(), return_exceptions=True)
+
+    async def one(self, i: int, j: int) -> float:
+        """``compare`` in one order only: who is "A" alternates between pairs (by the parity of
+        ``i + j``), so over many pairs position bias averages out instead of favouring the
+        first stage's leaders. Cached, so a later both-order ``compare`` asks only the other."""
+        if i > j:
+            return 1.0 - await self.one(j, i)
+        a, b = (i, j) if (i + j) % 2 == 0 else (j, i)
+        if (a, b) not in self.single:
+            self.stats.comparisons += 1
+            self.single[(a, b)] = asyncio.ensure_future(self._ask_counted(a, b))
+        verdict = await self.single[(a, b)]
+        if verdict is None:
+            return _first_stage(i, j)
+        # One order cannot cancel position bias, so a verdict for the favoured position is
+        # weaker evidence: weighted by how often this rerank's answers named each position.
+        answered_a, answered_b = self.positions["A"] + 1, self.positions["B"] + 1
+        share = answered_a / (answered_a + answered_b) if verdict == "A" else answered_b / (answered_a + answered_b)
+        weight = 1.0 if share <= 0.5 else 0.5 + 0.5 * (1.0 - share) / share
+        return weight if (verdict == "A") == (a == i) else 1.0 - weight
+
+    async def _ask_counted(self, a: int, b: int) -> Verdict | None:
+        verdict = await self._ask(a, b)
+        if verdict is not None:
+            self.positions[verdict] += 1
+        return verdict
 
     async def __call__(self, i: int, j: int) -> float:
         if i > j:
