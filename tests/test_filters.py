@@ -247,3 +247,12 @@ def test_random_metadata_changes_between_filtered_queries_never_leak(app, change
         allowed = set(collection.get(where=chroma_where(filters), include=[])["ids"])
         hits = query_ids(store, embed, "anything at all", filters, k=len(allowed) + 5)
         assert set(hits) == allowed  # after refresh(), the columns are Chroma's again
+
+
+def test_records_deleted_behind_the_index_are_replaced_by_further_candidates(app):
+    store, chroma, embed, _ = app
+    store.index.max_staleness_s = None  # the index does not look: only the hits' fetch sees the deletes
+    before = query_ids(store, embed, text_of(9), tenant_is("acme"), k=10)
+    chroma._collection.delete(ids=before[:4])  # another client deletes four of the ten winners
+    after = query_ids(store, embed, text_of(9), tenant_is("acme"), k=10)
+    assert len(after) == 10 and not set(after) & set(before[:4]) and after[:6] == before[4:]
