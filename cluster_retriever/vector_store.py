@@ -20,7 +20,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.indices.query.embedding_utils import get_top_k_mmr_embeddings
-from llama_index.core.schema import BaseNode
+from llama_index.core.schema import BaseNode, NodeWithScore
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
     MetadataFilters,
@@ -210,16 +210,11 @@ class ClusterVectorStore(BasePydanticVectorStore):
         top_k = check_positive_int("similarity_top_k", query.similarity_top_k)
         assert top_k is not None
         if self._index is None:
-            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            return _result([])
         vector = unit_rows(_as_matrix(query.query_embedding))[0]
         if query.mode == VectorStoreQueryMode.MMR:
             return self._mmr(query, vector, top_k, kwargs)
-        result = self._search(vector, top_k, query.filters, query.node_ids, query.doc_ids)
-        return VectorStoreQueryResult(
-            nodes=[hit.node for hit in result.hits],
-            similarities=[float(hit.score or 0.0) for hit in result.hits],
-            ids=[hit.node.node_id for hit in result.hits],
-        )
+        return _result(self._search(vector, top_k, query.filters, query.node_ids, query.doc_ids).hits)
 
     def _search(
         self,
@@ -264,7 +259,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
         lists = self._index.lists
         known = [doc_id for doc_id in candidates.ids if doc_id in lists]
         if not known:
-            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+            return _result([])
         _, chosen = get_top_k_mmr_embeddings(
             query_embedding=vector.tolist(),
             embeddings=lists.vectors_of(known).astype(np.float64).tolist(),
@@ -274,12 +269,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
         )
         # The chosen nodes, read (and their filter checked) by one restricted search.
         found = {hit.node.node_id: hit for hit in self._search(vector, len(chosen), query.filters, chosen, query.doc_ids).hits}
-        hits = [found[doc_id] for doc_id in chosen if doc_id in found]
-        return VectorStoreQueryResult(
-            nodes=[hit.node for hit in hits],
-            similarities=[float(hit.score or 0.0) for hit in hits],
-            ids=[hit.node.node_id for hit in hits],
-        )
+        return _result([found[doc_id] for doc_id in chosen if doc_id in found])
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         return await asyncio.to_thread(self.query, query, **kwargs)
@@ -297,6 +287,14 @@ class ClusterVectorStore(BasePydanticVectorStore):
 def _index_name(collection_name: str) -> str:
     """``<collection>-clusters``, with characters an index name cannot hold replaced."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", collection_name)[:90].strip("-_") + "-clusters"
+
+
+def _result(hits: list[NodeWithScore]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[hit.node for hit in hits],
+        similarities=[float(hit.score or 0.0) for hit in hits],
+        ids=[hit.node.node_id for hit in hits],
+    )
 
 
 def _as_matrix(embedding: list[float]) -> np.ndarray:

@@ -256,3 +256,53 @@ def test_records_deleted_behind_the_index_are_replaced_by_further_candidates(app
     chroma._collection.delete(ids=before[:4])  # another client deletes four of the ten winners
     after = query_ids(store, embed, text_of(9), tenant_is("acme"), k=10)
     assert len(after) == 10 and not set(after) & set(before[:4]) and after[:6] == before[4:]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_metadata_changes_from_another_process_never_leak(tmp_path):
+    """Another process (a Chroma server between them) changes tenants by the app's own upserts
+    and by the library's replaces and deletes; every filtered query here stays inside Chroma's
+    own ``where``, and after refresh() equals it."""
+    import json
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .chroma_server import chroma_server
+
+    embed = HashEmbedding()
+    with chroma_server(tmp_path / "server") as port:
+        client = chromadb.HttpClient(host="127.0.0.1", port=port)
+        chroma = ChromaVectorStore(chroma_collection=client.get_or_create_collection("tenants"))
+        chroma.add([node(i, TENANTS[i % 3], embed=embed) for i in range(300)])
+        store = ClusterVectorStore.from_chroma(chroma, embed_model=embed, n_clusters=10, show_progress=False, max_staleness_s=0.0)
+        store.index.exact_scan_max_floats = 0
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "tests.metadata_writer", str(port), "tenants", store.index.store.name],
+            cwd=Path(__file__).resolve().parents[1],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            rng = random.Random(7)
+            collection = chroma._collection
+            for _ in range(30):
+                i, tenant = rng.randrange(300), rng.choice(TENANTS)
+                op = rng.choice(["app_upsert", "library_replace", "delete"])
+                writer.stdin.write(json.dumps({"op": op, "i": i, "tenant": tenant}) + "\n")
+                writer.stdin.flush()
+                assert writer.stdout.readline().strip() == "ok"
+                filters = tenant_is(tenant)
+                allowed = set(collection.get(where=chroma_where(filters), include=[])["ids"])
+                assert set(query_ids(store, embed, text_of(i), filters, k=20)) <= allowed
+            store.refresh()
+            for tenant in TENANTS:
+                filters = tenant_is(tenant)
+                allowed = set(collection.get(where=chroma_where(filters), include=[])["ids"])
+                assert set(query_ids(store, embed, "anything at all", filters, k=len(allowed) + 5)) == allowed
+        finally:
+            writer.stdin.close()
+            writer.wait(timeout=60)

@@ -131,18 +131,11 @@ class LiteLLMJudge:
         kwargs: dict[str, Any] = {"temperature": 0, "max_tokens": 3, **self.completion_kwargs}
         if self.use_logprobs:
             kwargs.update(logprobs=True, top_logprobs=5)
-        call = litellm.acompletion(
-            model=self.model,
-            messages=[{"role": "user", "content": self.render(query, passage_a, passage_b)}],
-            api_base=self.api_base,
-            timeout=self.timeout,
-            num_retries=0,
-            **kwargs,
-        )
+        messages = [{"role": "user", "content": self.render(query, passage_a, passage_b)}]
         try:
             # litellm's timeout applies per socket read: a server that dribbles bytes never
             # trips it. This bounds the whole call, connect to last byte.
-            response = await asyncio.wait_for(off_loop(call), self.timeout)
+            return await asyncio.wait_for(off_loop(self._complete(messages, kwargs)), self.timeout)
         except (litellm.exceptions.Timeout, asyncio.TimeoutError):
             logger.debug("judge timed out after %ss", self.timeout)
             return None
@@ -153,15 +146,21 @@ class LiteLLMJudge:
         except Exception as exc:  # an HTTP error, a provider error: this comparison only
             logger.debug("judge call failed: %s", exc)
             return None
+
+    async def _complete(self, messages: list[dict[str, str]], kwargs: dict[str, Any]) -> Judged:
+        """The call and the reading of its answer (usage, price, verdict), all on the call
+        loop: pricing or parsing a huge answer never holds the caller's loop."""
+        response = await litellm.acompletion(
+            model=self.model, messages=messages, api_base=self.api_base, timeout=self.timeout, num_retries=0, **kwargs
+        )
         choice = response.choices[0]
         content = choice.message.content or ""
         usage = getattr(response, "usage", None)
-        spent = Judged(
-            None, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0), _cost(response)
-        )
-        if len(content) > MAX_ANSWER_CHARS:
+        tokens = (int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0))
+        if len(content) > MAX_ANSWER_CHARS:  # not priced: litellm would count its tokens again, holding the GIL
             logger.debug("judge answer of %d characters refused", len(content))
-            return spent
+            return Judged(None, *tokens, None)
+        spent = Judged(None, *tokens, _cost(response))
         if self.use_logprobs and (verdict := _verdict_from_logprobs(choice)):
             return replace(spent, verdict=verdict)
         return replace(spent, verdict=parse_verdict(content))
