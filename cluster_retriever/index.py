@@ -744,12 +744,13 @@ class ClusterIndex:
         sizes = lists.sizes_within(mask)
         adaptive = mode == "routed" and n_probe is None
         factor = budget_factor(state.manifest.calibration, top_k, target_recall) if adaptive else None
+        similarity = None if mode == "flat" else lists.centroids @ query
         if adaptive and (int(sizes.sum()) * lists.dim <= self.exact_scan_max_floats or (factor is None and target_recall >= 1.0)):
             clusters = None  # scanning every match costs no more than routing would
-        elif adaptive and float(np.max(lists.centroids @ query)) < lists.fence:
+        elif adaptive and similarity is not None and float(np.max(similarity)) < lists.fence:
             clusters = None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
         else:
-            clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, min_docs=top_k, budget_factor=factor)
+            clusters = route(query, lists.centroids, sizes, mode, n_probe, boundary_margin, top_k, factor, similarity=similarity)
         restricted = mask is not None
         want = top_k
         while True:

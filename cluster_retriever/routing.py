@@ -44,13 +44,15 @@ def route(
     boundary_margin: float = 0.01,
     min_docs: int = 0,
     budget_factor: float | None = None,
+    similarity: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Cluster ids to scan, nearest first; ``None`` means all of them. The probed clusters
     always hold at least ``min_docs`` documents (or all there are), so a query asking for
-    ``k`` results gets ``k`` whenever the index holds that many."""
+    ``k`` results gets ``k`` whenever the index holds that many. ``similarity``: the query's
+    cosine to each centroid, when the caller has it already."""
     if mode == "flat":
         return None
-    similarity = centroids @ query
+    similarity = centroids @ query if similarity is None else similarity
     n_nonempty = int(np.count_nonzero(sizes))
     if n_nonempty == 0:
         return np.zeros(0, dtype=np.int64)
