@@ -21,16 +21,17 @@ from typing import Any
 
 import numpy as np
 from _report import print_table, write_json
+from _vectors import CISI, NOISE, sample_between
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import QueryBundle, TextNode
 from llama_index.core.vector_stores.types import FilterOperator, MetadataFilter, MetadataFilters, VectorStoreQuery
 from llama_index.vector_stores.chroma import ChromaVectorStore
-from routing_latency import CISI, NOISE, sample_between
 
 from cluster_retriever import ClusterVectorStore
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.store import chroma_where, make_client
+from cluster_retriever.store.clients import make_client
+from cluster_retriever.store.records import chroma_where
 
 FILTERS = {
     "50%": MetadataFilter(key="bucket", operator=FilterOperator.LT, value=100),

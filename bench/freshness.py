@@ -42,16 +42,16 @@ def main() -> None:
         docs = [Document(id_=f"d{i}", text=text_of(i), metadata={"tenant": f"t{i % 7}"}) for i in range(args.n)]
         index = ClusterIndex.build(docs, path=folder, embed_model=HashEmbedding(), show_progress=False)
         figures = {
-            "check, nothing moved": timed_ms(index._refresh_if_moved, 200),
+            "check, nothing moved": timed_ms(index._live.refresh_if_moved, 200),
             "refresh(), nothing moved": timed_ms(index.refresh, 5),
         }
         other = ClusterIndex.open(path=folder, embed_model=HashEmbedding())
         other.add([Document(id_="d1", text="rewritten through another handle", metadata={"tenant": "t9"})], replace=True)
-        figures["check + follow 1 record re-added by another handle"] = timed_ms(index._refresh_if_moved)
+        figures["check + follow 1 record re-added by another handle"] = timed_ms(index._live.refresh_if_moved)
         assert index.lists.metadatas[list(index.lists.ids).index("d1")]["tenant"] == "t9"
         data = index.manifest.data_collection
         index.store.add_records(data, ["external"], index.lists.vectors[:1], ["written elsewhere"], [{"source": "app"}])
-        figures["check + reconcile of 1 external record"] = timed_ms(index._refresh_if_moved)
+        figures["check + reconcile of 1 external record"] = timed_ms(index._live.refresh_if_moved)
         collection = index.store._collection(data)
         collection.update(ids=["d2"], metadatas=[{"tenant": "moved"}])  # the app's own in-place change
         figures["refresh() following 1 in-place metadata change"] = timed_ms(index.refresh)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from _report import grown, resident_mb, write_json
 
-from cluster_retriever.inverted_lists import InvertedLists
-from cluster_retriever.lists_file import ListsFile
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.store.lists_file import ListsFile
 
 DIM = 384
 QUERIES = 20

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 from _report import print_table, write_json
-from routing_latency import CISI, NOISE, sample_between
+from _vectors import CISI, NOISE, sample_between
 
 from cluster_retriever.calibration import budget_factor, calibrate
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.inverted_lists import InvertedLists
 from cluster_retriever.routing import route
+from cluster_retriever.scan.lists import InvertedLists
 
 
 def measure(vectors: np.ndarray, queries: np.ndarray, max_ratio: float | None) -> dict[str, float]:
@@ -31,7 +31,7 @@ def measure(vectors: np.ndarray, queries: np.ndarray, max_ratio: float | None) -
     recalls, scanned = [], []
     for q in queries:
         exact = set(np.argsort(-(vectors @ q))[:10].astype(str))
-        clusters = route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor)
+        clusters = route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor)
         found = lists.scan(q, clusters, 10)
         recalls.append(len(exact & set(found.ids)) / 10)
         scanned.append(found.n_scanned / len(vectors))

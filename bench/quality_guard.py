@@ -22,7 +22,7 @@ import numpy as np
 from _report import print_table, write_json
 from llama_index.core.schema import QueryBundle
 
-from cluster_retriever import ClusterIndex, ClusterRetriever
+from cluster_retriever import ClusterIndex, ClusterRetriever, SearchParams
 from cluster_retriever.datasets import BeirDataset, load_bbc_news, load_beir
 from cluster_retriever.embeddings import embed_query
 from cluster_retriever.evaluation.metrics import ir_metrics
@@ -71,10 +71,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 if seed:
                     index.recluster(random_state=seed)
-                for setting, threshold in (("defaults", index.exact_scan_max_floats), ("routed", 0)):
-                    saved, index.exact_scan_max_floats = index.exact_scan_max_floats, threshold
-                    ranking, scanned, top10 = run(index, vectors)
-                    index.exact_scan_max_floats = saved
+                for setting, params in (("defaults", index.search_params), ("routed", SearchParams(exact_scan_max_floats=0))):
+                    ranking, scanned, top10 = run(index, vectors, params=params)
                     metrics = ir_metrics(data.qrels, ranking, ["ndcg@10", "recall@100"])
                     recall_vs_exact = np.mean(
                         [len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(top10, flat_top10, strict=True)]

@@ -30,49 +30,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 from _report import write_json
+from _vectors import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
 from llama_index.core import VectorStoreIndex
-from llama_index.core.schema import QueryBundle, TextNode
+from llama_index.core.schema import QueryBundle
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from cluster_retriever import ClusterIndex, ClusterRetriever
+from cluster_retriever import ClusterIndex, ClusterRetriever, SearchParams
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
 from cluster_retriever.routing import budget_in_clusters, route
-from cluster_retriever.store import make_client
+from cluster_retriever.store.clients import make_client
 
-CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
-
-
-def sample_between(anchors: np.ndarray, n: int, noise: float, rng: np.random.Generator, neighbours: int = 20) -> np.ndarray:
-    """Synthetic embeddings on the real ones' manifold: each is a random convex mix of a real
-    embedding and two of its 20 nearest real neighbours, plus Gaussian noise, re-normalised.
-    Noise around single embeddings alone makes near-duplicate groups that one cluster holds
-    whole; with NOISE the exact top-10 of a 100k query spans about 5 clusters, as it does on
-    the real CISI embeddings themselves."""
-    nearest = np.argsort(-(anchors @ anchors.T), axis=1)[:, 1 : neighbours + 1]
-    first = rng.integers(0, len(anchors), n)
-    others = nearest[first[:, None], rng.integers(0, neighbours, (n, 2))]
-    weights = rng.dirichlet((1.0, 1.0, 1.0), n).astype(np.float32)
-    points = np.einsum("nk,nkd->nd", weights, anchors[np.column_stack([first, others])])
-    points += rng.normal(scale=noise / np.sqrt(anchors.shape[1]), size=points.shape).astype(np.float32)
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-
-
-def timed(fn, items) -> tuple[list, np.ndarray]:
-    results, times = [], []
-    for item in items:
-        start = time.perf_counter()
-        results.append(fn(item))
-        times.append((time.perf_counter() - start) * 1000)
-    return results, np.asarray(times)
-
-
-def recall_at_10(found: list[list[str]], exact: list[list[str]]) -> float:
-    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=False)]))
-
-
-NOISE = 1.5
-PROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 TARGETS = (0.95, 0.99)
 
 
@@ -98,14 +66,6 @@ def equal_recall(faiss_curve: list[dict], ours_curve: list[dict]) -> dict:
         ratio = ours_best["p50_ms"] / faiss_best["p50_ms"] if faiss_best and ours_best else None
         rows[str(target)] = {"faiss_ivf_flat": faiss_best, "cluster_scan_ids_only": ours_best, "ours_over_faiss": ratio}
     return rows
-
-
-def fill(collection, ids: list[str], vectors: np.ndarray, batch: int) -> None:
-    """Write the vectors the way LlamaIndex's ChromaVectorStore does, in Chroma-sized batches."""
-    vector_store = ChromaVectorStore(chroma_collection=collection)
-    for start in range(0, len(ids), batch):
-        end = min(len(ids), start + batch)
-        vector_store.add([TextNode(id_=ids[i], text=f"document {i}", embedding=vectors[i].tolist()) for i in range(start, end)])
 
 
 def chroma_at_ef(client, ef_search: int, ids, vectors, queries, exact) -> dict:
@@ -159,7 +119,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
 
         def filtered(q):
-            probed = route(q, index.lists.centroids, index.lists.sizes)
+            probed = route(index.lists.centroids @ q, index.lists.sizes)
             where = {"cluster_id": {"$in": [int(c) for c in probed]}}
             return nodes.query(query_embeddings=[q], n_results=10, where=where, include=["documents", "metadatas", "distances"])[
                 "ids"
@@ -174,7 +134,7 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return [ids[i] for i in ivf.search(q[None, :], 10)[1][0] if i >= 0]
 
         def scan_only(q):  # what FAISS returns: ids, no documents
-            return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes), 10).ids
+            return index.lists.scan(q, route(index.lists.centroids @ q, index.lists.sizes), 10).ids
 
         def routed(q):
             return [h.node.node_id for h in index.search(q, 10).hits]
@@ -225,10 +185,10 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
             return faiss_ivf(q)
 
         def ours_at(q, n_probe):
-            return index.lists.scan(q, route(q, index.lists.centroids, index.lists.sizes, n_probe=n_probe), 10).ids
+            return index.lists.scan(q, route(index.lists.centroids @ q, index.lists.sizes, SearchParams(n_probe=n_probe)), 10).ids
 
         def cached_at(q, n_probe):
-            return [h.node.node_id for h in cached.search(q, 10, n_probe=n_probe).hits]
+            return [h.node.node_id for h in cached.search(q, 10, SearchParams(n_probe=n_probe)).hits]
 
         curves = {
             "faiss_ivf_flat": recall_latency_curve(faiss_at, queries, exact),

@@ -32,15 +32,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 from _report import grown, resident_mb, write_json
-from routing_latency import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
+from _vectors import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
 
 from cluster_retriever import ClusterIndex
 from cluster_retriever.calibration import budget_factor
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.index import DEFAULT_TARGET_RECALL
 from cluster_retriever.routing import route
-from cluster_retriever.store import make_client
+from cluster_retriever.store.clients import make_client
+from cluster_retriever.types import DEFAULT_TARGET_RECALL, SearchParams
 
 
 def in_fresh_process(*arguments: str) -> dict:
@@ -188,21 +188,24 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         factor = budget_factor(index.manifest.calibration, 10, DEFAULT_TARGET_RECALL)
 
         def ids_only(q):  # what the default path scans, without fetching documents
-            return lists.scan(q, route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor), 10).ids
+            return lists.scan(q, route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor), 10).ids
 
         scan_found, scan_ms = timed(ids_only, queries)
 
         def ids_only_faiss_kernel(q):
             return lists.scan(
-                q, route(q, lists.centroids, lists.sizes, min_docs=10, budget_factor=factor), 10, kernel="faiss"
+                q, route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor), 10, kernel="faiss"
             ).ids
 
         ids_only_faiss_kernel(queries[0])  # FAISS's copy of the lists is made on the first call
         kernel_found, kernel_ms = timed(ids_only_faiss_kernel, queries)
-        index.scan_kernel = "faiss"
-        default_path(queries[0])
-        faiss_default_found, faiss_default_ms = timed(default_path, queries)
-        index.scan_kernel = "numpy"
+        faiss_kernel = SearchParams(scan_kernel="faiss")
+
+        def faiss_default_path(q):
+            return [h.node.node_id for h in index.search(q, 10, faiss_kernel).hits]
+
+        faiss_default_path(queries[0])
+        faiss_default_found, faiss_default_ms = timed(faiss_default_path, queries)
         phase(n, "FAISS IVF-Flat")
         started = time.perf_counter()
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(lists.dim), lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)

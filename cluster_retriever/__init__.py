@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cluster_retriever.index import ClusterIndex
-    from cluster_retriever.rerank.pairwise import PairwiseLLMReranker, RerankResult, RerankStats
+    from cluster_retriever.rerank.comparisons import RerankStats
+    from cluster_retriever.rerank.pairwise import PairwiseLLMReranker, RerankResult
     from cluster_retriever.retriever import ClusterRetriever, RetrievalStats
     from cluster_retriever.tuning import ProbeTuning, tune_n_probe
+    from cluster_retriever.types import Restriction, SearchParams, SearchResult, SearchStats
     from cluster_retriever.vector_store import ClusterVectorStore
 
 try:
@@ -34,10 +36,14 @@ _LAZY = {
     "ClusterRetriever": "cluster_retriever.retriever",
     "RetrievalStats": "cluster_retriever.retriever",
     "ClusterVectorStore": "cluster_retriever.vector_store",
+    "SearchParams": "cluster_retriever.types",
+    "SearchResult": "cluster_retriever.types",
+    "SearchStats": "cluster_retriever.types",
+    "Restriction": "cluster_retriever.types",
     "ProbeTuning": "cluster_retriever.tuning",
     "tune_n_probe": "cluster_retriever.tuning",
     "PairwiseLLMReranker": "cluster_retriever.rerank.pairwise",
-    "RerankStats": "cluster_retriever.rerank.pairwise",
+    "RerankStats": "cluster_retriever.rerank.comparisons",
     "RerankResult": "cluster_retriever.rerank.pairwise",
 }
 
@@ -58,7 +64,11 @@ __all__ = [
     "ProbeTuning",
     "RerankResult",
     "RerankStats",
+    "Restriction",
     "RetrievalStats",
+    "SearchParams",
+    "SearchResult",
+    "SearchStats",
     "__version__",
     "tune_n_probe",
 ]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cluster_retriever.inverted_lists import InvertedLists
 from cluster_retriever.routing import default_scan_budget
+from cluster_retriever.scan.lists import InvertedLists
 
 TARGETS = (0.9, 0.95, 0.98, 0.99, 0.999)
 DEPTHS = (10, 100)

@@ -38,7 +38,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _client(index_path: Path, host: str | None, port: int) -> Any:
-    from cluster_retriever.store import make_client, require_store_path
+    from cluster_retriever.store.clients import make_client, require_store_path
 
     if host is None:
         require_store_path(index_path)
@@ -159,7 +159,7 @@ def adopt(
     except (ClusterRetrieverError, OSError, ValueError) as exc:
         _fail(exc)
     except Exception as exc:  # chromadb's NotFoundError for a missing collection
-        from cluster_retriever.store import collection_names
+        from cluster_retriever.store.clients import collection_names
 
         _fail(ValueError(f"{exc}; the store's collections: {collection_names(client)}"))
     index = store.index
@@ -175,7 +175,8 @@ def adopt(
 @app.command(name="list")
 def list_indexes(index_path: Path = IndexPath, host: str | None = Host, port: int = Port) -> None:
     """The cluster indexes and the app collections a Chroma store holds."""
-    from cluster_retriever.store import ChromaStore, collection_names, index_names
+    from cluster_retriever.store.chroma import ChromaStore
+    from cluster_retriever.store.clients import collection_names, index_names
 
     try:
         client = _client(index_path, host, port)
@@ -184,14 +185,14 @@ def list_indexes(index_path: Path = IndexPath, host: str | None = Host, port: in
         _fail(exc)
     table = Table("index", "documents", "clusters", "model", "data collection")
     for index_name in names:
-        manifest = ChromaStore(client, index_name).read_manifest()
+        manifest = ChromaStore(client, index_name).manifests.read()
         if manifest is None:
             table.add_row(index_name, "-", "-", "-", "(being built)")
             continue
         count = ChromaStore(client, index_name).count(manifest.data_collection)
         table.add_row(index_name, str(count), str(manifest.n_clusters), manifest.embed_model, manifest.data_collection)
     console.print(table)
-    adopted = {ChromaStore(client, n).read_manifest() for n in names} - {None}
+    adopted = {ChromaStore(client, n).manifests.read() for n in names} - {None}
     others = [c for c in collection_names(client) if c not in {m.data_collection for m in adopted if m is not None}]
     if others:
         console.print(f"collections without a cluster index: {', '.join(others)} (`cluster-retriever adopt NAME`)")

@@ -25,6 +25,7 @@ import math
 import numbers
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,15 +95,45 @@ class MetadataColumns:
         return self._columns[key]
 
 
-def restrict(
-    columns: MetadataColumns,
-    ids: np.ndarray,
-    filters: MetadataFilters | None,
-    node_ids: Sequence[str] | None,
-    doc_ids: Sequence[str] | None,
-) -> np.ndarray:
-    """The rows that pass ``filters`` and the id restrictions (``doc_ids``: the rows'
-    ``ref_doc_id``)."""
+@dataclass(frozen=True)
+class Restriction:
+    """What a query may return: LlamaIndex ``MetadataFilters`` (Chroma's semantics), node ids
+    and ref doc ids; all three apply together. Empty: nothing is restricted."""
+
+    filters: MetadataFilters | None = None
+    node_ids: tuple[str, ...] | None = None
+    doc_ids: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("node_ids", "doc_ids"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise TypeError(f"{name} takes a list of ids, not the string {value[:40]!r}: pass [{value[:40]!r}].")
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.filters is not None:
+            check_filters(self.filters)  # a filter Chroma would refuse is refused here, once
+
+    @classmethod
+    def of(
+        cls,
+        filters: MetadataFilters | None = None,
+        node_ids: Sequence[str] | None = None,
+        doc_ids: Sequence[str] | None = None,
+    ) -> Restriction:
+        return cls(filters, tuple(node_ids) if node_ids else None, tuple(doc_ids) if doc_ids else None)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.filters is not None and self.filters.filters) and not self.node_ids and not self.doc_ids
+
+
+NO_RESTRICTION = Restriction()
+
+
+def restrict(columns: MetadataColumns, ids: np.ndarray, restriction: Restriction) -> np.ndarray:
+    """The rows that pass the restriction's filters and ids (``doc_ids``: the rows' ``ref_doc_id``)."""
+    filters, node_ids, doc_ids = restriction.filters, restriction.node_ids, restriction.doc_ids
     allowed = np.ones(len(columns), dtype=bool)
     if filters is not None and filters.filters:
         allowed &= evaluate(filters, columns)
@@ -113,10 +144,11 @@ def restrict(
     return allowed
 
 
-def filter_key(filters: MetadataFilters | None, node_ids: Sequence[str] | None, doc_ids: Sequence[str] | None) -> str:
-    """A cache key for a filter and its id restrictions; values keep their type (``True`` and
-    ``1`` are different filters, which pydantic's JSON dump would merge)."""
-    return json.dumps([_canonical(filters), sorted(node_ids or []), sorted(doc_ids or [])])
+def filter_key(restriction: Restriction) -> str:
+    """A cache key for a restriction; values keep their type (``True`` and ``1`` are
+    different filters, which pydantic's JSON dump would merge)."""
+    node_ids, doc_ids = sorted(restriction.node_ids or []), sorted(restriction.doc_ids or [])
+    return json.dumps([_canonical(restriction.filters), node_ids, doc_ids])
 
 
 def _canonical(part: MetadataFilters | MetadataFilter | None) -> Any:

@@ -14,8 +14,15 @@ from llama_index.core.vector_stores.types import MetadataFilters
 
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
-from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, SearchResult, SearchStats, check_positive_int
-from cluster_retriever.routing import MODES, Mode
+from cluster_retriever.types import (
+    DEFAULT_TARGET_RECALL,
+    Mode,
+    SearchableIndex,
+    SearchParams,
+    SearchResult,
+    SearchStats,
+    check_positive_int,
+)
 
 RetrievalStats = SearchStats
 """What one query cost (clusters probed, vectors scanned, fraction of the corpus scanned)."""
@@ -25,7 +32,7 @@ class ClusterRetriever(BaseRetriever):
     """Route a query to its nearest clusters, then search exactly inside them.
 
     Args:
-        index: the ``ClusterIndex`` to search.
+        index: the ``ClusterIndex`` to search (any ``SearchableIndex``).
         similarity_top_k: number of nodes returned.
         mode: ``"routed"`` (default), ``"flat"`` (every cluster: exact search) or
             ``"strict"`` (the nearest cluster only: the hard noise filter; the next nearest
@@ -40,6 +47,8 @@ class ClusterRetriever(BaseRetriever):
         filters, node_ids, doc_ids: LlamaIndex ``MetadataFilters`` (Chroma's operators,
             and/or nesting) and id restrictions, applied inside the scan: the retriever
             probes further clusters until ``similarity_top_k`` matching nodes are covered.
+        params: a whole ``SearchParams``, used instead of the settings above; without it,
+            the index's own ``search_params`` with those settings.
 
     Scores are cosine similarities; each node's metadata carries its ``cluster_id``.
 
@@ -56,7 +65,7 @@ class ClusterRetriever(BaseRetriever):
 
     def __init__(
         self,
-        index: ClusterIndex,
+        index: SearchableIndex,
         similarity_top_k: int = 10,
         mode: Mode = "routed",
         n_probe: int | None = None,
@@ -65,21 +74,17 @@ class ClusterRetriever(BaseRetriever):
         node_ids: list[str] | None = None,
         doc_ids: list[str] | None = None,
         target_recall: float = DEFAULT_TARGET_RECALL,
+        params: SearchParams | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
         **kwargs: Any,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}.")
         self.index = index
         self.similarity_top_k: int = check_positive_int("similarity_top_k", similarity_top_k) or 1
-        self.mode = mode
-        self.n_probe = check_positive_int("n_probe", n_probe, allow_none=True)
-        self.boundary_margin = float(boundary_margin)
-        self.filters, self.node_ids, self.doc_ids = filters, node_ids, doc_ids
-        if not 0.0 < target_recall <= 1.0:
-            raise ValueError(f"target_recall must be in (0, 1], not {target_recall!r}.")
-        self.target_recall = float(target_recall)
+        if params is None:  # validated once, here: SearchParams refuses what it cannot use
+            settings = {"mode": mode, "n_probe": n_probe, "boundary_margin": boundary_margin, "target_recall": target_recall}
+            params = index.search_params.with_(**settings).restricted(filters, node_ids, doc_ids)
+        self.params: SearchParams = params
         # Per thread and per asyncio task: concurrent callers never read each other's stats.
         self._last_stats: ContextVar[SearchStats | None] = ContextVar(f"last_stats_{id(self)}", default=None)
         self._latest: SearchStats | None = None
@@ -95,18 +100,7 @@ class ClusterRetriever(BaseRetriever):
         """Like ``retrieve`` (no callbacks), returning the hits with this call's own stats;
         ``with_nodes=False``: ids and scores only, no documents read."""
         bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
-        result = self.index.search(
-            self._query_vector(bundle),
-            self.similarity_top_k,
-            self.mode,
-            self.n_probe,
-            self.boundary_margin,
-            filters=self.filters,
-            node_ids=self.node_ids,
-            doc_ids=self.doc_ids,
-            target_recall=self.target_recall,
-            with_nodes=with_nodes,
-        )
+        result = self.index.search(self._query_vector(bundle), self.similarity_top_k, self.params, with_nodes=with_nodes)
         self._remember(result.stats)
         return result
 

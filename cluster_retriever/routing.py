@@ -11,18 +11,17 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 
-Mode = Literal["routed", "flat", "strict"]
-MODES: tuple[str, ...] = ("routed", "flat", "strict")
+from cluster_retriever.types import SearchParams
 
 PROBE_FACTOR = 5.8
 """The adaptive default scans as many documents as PROBE_FACTOR * k ** (1/3) clusters of mean
 size hold: 19% of CISI's 1,460 documents (k=199), 4% of 100k (k=1,644). The scanned share falls
 like k ** (-2/3) as the corpus, and k, grow. Counting documents rather than clusters keeps that
 share (and the latency) when KMeans leaves clusters of very different sizes."""
+DEFAULT_PARAMS = SearchParams()
 
 
 def budget_in_clusters(n_clusters: int, factor: float = PROBE_FACTOR) -> float:
@@ -36,35 +35,32 @@ def default_scan_budget(sizes: np.ndarray, factor: float = PROBE_FACTOR) -> floa
 
 
 def route(
-    query: np.ndarray,
-    centroids: np.ndarray,
+    similarity: np.ndarray,
     sizes: np.ndarray,
-    mode: Mode = "routed",
-    n_probe: int | None = None,
-    boundary_margin: float = 0.01,
+    params: SearchParams = DEFAULT_PARAMS,
     min_docs: int = 0,
     budget_factor: float | None = None,
-    similarity: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Cluster ids to scan, nearest first; ``None`` means all of them. The probed clusters
-    always hold at least ``min_docs`` documents (or all there are), so a query asking for
-    ``k`` results gets ``k`` whenever the index holds that many. ``similarity``: the query's
-    cosine to each centroid, when the caller has it already."""
-    if mode == "flat":
+    """Cluster ids to scan, nearest first, for a query whose cosine to each centroid is
+    ``similarity`` (``centroids @ query``); ``None`` means all of them. ``params`` gives the
+    mode, ``n_probe`` and ``boundary_margin``; ``budget_factor`` the calibrated adaptive budget
+    (``PROBE_FACTOR`` when None). The probed clusters always hold at least ``min_docs``
+    documents (or all there are), so a query asking for ``k`` results gets ``k`` whenever the
+    index holds that many."""
+    if params.mode == "flat":
         return None
-    similarity = centroids @ query if similarity is None else similarity
     n_nonempty = int(np.count_nonzero(sizes))
     if n_nonempty == 0:
         return np.zeros(0, dtype=np.int64)
     if n_nonempty < len(sizes):
         similarity = np.where(sizes > 0, similarity, -np.inf)
-    if mode == "strict" or n_probe is not None:
-        chosen = _nearest(similarity, min(n_nonempty, 1 if mode == "strict" else n_probe or 1))
+    if params.mode == "strict" or params.n_probe is not None:
+        chosen = _nearest(similarity, min(n_nonempty, 1 if params.mode == "strict" else params.n_probe or 1))
     else:
         factor = PROBE_FACTOR if budget_factor is None else budget_factor
         order, base = _nearest_within_budget(similarity, sizes, n_nonempty, factor)
         # Boundary queries: extend past the base (by at most half) while the next centroid is nearly as close.
-        threshold = similarity[order[base - 1]] - boundary_margin
+        threshold = similarity[order[base - 1]] - params.boundary_margin
         n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
         chosen = order[: base + n_extra]
     if sizes[chosen].sum() >= min_docs or len(chosen) == n_nonempty:

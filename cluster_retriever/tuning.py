@@ -16,8 +16,10 @@ import numpy as np
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.errors import EmptyQueryError
 from cluster_retriever.index import ClusterIndex
-from cluster_retriever.inverted_lists import InvertedLists
+from cluster_retriever.index.search import check_query_vector
 from cluster_retriever.routing import route
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.types import SearchParams
 
 PROBE_STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
@@ -85,14 +87,14 @@ def _query_vectors(index: ClusterIndex, queries: Sequence[str] | np.ndarray) -> 
     if len(vectors) == 0:
         raise EmptyQueryError("tune_n_probe needs at least one non-empty query.")
     for vector in vectors:
-        index.check_query_vector(vector)
+        check_query_vector(index.manifest, vector)
     return vectors
 
 
 def _measure(lists: InvertedLists, vectors: np.ndarray, exact: list[set[str]], top_k: int, n_probe: int | None) -> ProbePoint:
     recalls, scanned = [], []
     for vector, truth in zip(vectors, exact, strict=False):
-        result = lists.scan(vector, route(vector, lists.centroids, lists.sizes, n_probe=n_probe), top_k)
+        result = lists.scan(vector, route(lists.centroids @ vector, lists.sizes, SearchParams(n_probe=n_probe)), top_k)
         recalls.append(len(truth.intersection(result.ids)) / max(len(truth), 1))
         scanned.append(result.n_scanned / max(len(lists), 1))
     return ProbePoint(n_probe, float(np.mean(recalls)), float(np.mean(scanned)))

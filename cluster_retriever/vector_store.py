@@ -32,9 +32,10 @@ from llama_index.core.vector_stores.types import (
 from cluster_retriever.clustering import NClusters
 from cluster_retriever.embeddings import unit_rows
 from cluster_retriever.errors import IndexNotFoundError
-from cluster_retriever.index import DEFAULT_TARGET_RECALL, ClusterIndex, SearchResult, check_positive_int
-from cluster_retriever.routing import MODES, Mode
-from cluster_retriever.store import chroma_where, client_of, source_collection, write_nodes
+from cluster_retriever.index import ClusterIndex
+from cluster_retriever.store.clients import client_of, source_collection
+from cluster_retriever.store.records import chroma_where, write_nodes
+from cluster_retriever.types import DEFAULT_TARGET_RECALL, MODES, Mode, SearchParams, SearchResult, check_positive_int
 
 SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
 DEFAULT_MMR_PREFETCH_FACTOR = 4.0  # ChromaVectorStore's
@@ -76,10 +77,8 @@ class ClusterVectorStore(BasePydanticVectorStore):
                 f"ChromaVectorStore or a chromadb collection with ClusterVectorStore.from_chroma(store, embed_model=...)."
             )
         super().__init__(**data)
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}.")
-        check_positive_int("n_probe", self.n_probe, allow_none=True)
         self._index = index
+        self.search_params()  # validated once, here: SearchParams refuses what it cannot use
 
     @classmethod
     def from_chroma(
@@ -92,11 +91,13 @@ class ClusterVectorStore(BasePydanticVectorStore):
         random_state: int = 0,
         show_progress: bool = True,
         max_staleness_s: float | None = 1.0,
+        search_params: SearchParams | None = None,
         **fields: Any,
     ) -> ClusterVectorStore:
         """Wrap a ``ChromaVectorStore`` (or a chromadb collection): open its cluster index if
         one exists (named ``<collection>-clusters`` unless ``name`` is given), else adopt the
-        collection, zero copy. An empty collection gets its clusters on the first ``add``."""
+        collection, zero copy. An empty collection gets its clusters on the first ``add``.
+        ``search_params``: the index's defaults (``SearchParams``), under this store's fields."""
         collection = source_collection(vector_store)
         adopt: dict[str, Any] = {
             "client": client_of(collection),
@@ -106,12 +107,17 @@ class ClusterVectorStore(BasePydanticVectorStore):
             "random_state": random_state,
             "show_progress": show_progress,
             "max_staleness_s": max_staleness_s,
+            "search_params": search_params,
         }
         store = cls(None, **fields)
         store._collection, store._adopt = collection, adopt
         try:
             store._index = ClusterIndex.open(
-                adopt["name"], client=adopt["client"], embed_model=embed_model, max_staleness_s=max_staleness_s
+                adopt["name"],
+                client=adopt["client"],
+                embed_model=embed_model,
+                max_staleness_s=max_staleness_s,
+                search_params=search_params,
             )
         except IndexNotFoundError:
             if collection.count() > 0:
@@ -122,7 +128,10 @@ class ClusterVectorStore(BasePydanticVectorStore):
         options = dict(self._adopt)
         index = ClusterIndex.from_vector_store(
             self._collection,
-            **{k: options[k] for k in ("client", "name", "embed_model", "n_clusters", "random_state", "show_progress")},
+            **{
+                k: options[k]
+                for k in ("client", "name", "embed_model", "n_clusters", "random_state", "show_progress", "search_params")
+            },
         )
         index.max_staleness_s = options["max_staleness_s"]
         return index
@@ -212,34 +221,25 @@ class ClusterVectorStore(BasePydanticVectorStore):
         if self._index is None:
             return _result([])
         vector = unit_rows(_as_matrix(query.query_embedding))[0]
+        params = self.search_params(query)
         if query.mode == VectorStoreQueryMode.MMR:
-            return self._mmr(query, vector, top_k, kwargs)
-        return _result(self._search(vector, top_k, query.filters, query.node_ids, query.doc_ids).hits)
+            return self._mmr(vector, top_k, params, kwargs)
+        return _result(self._search(vector, top_k, params).hits)
 
-    def _search(
-        self,
-        vector: np.ndarray,
-        top_k: int,
-        filters: MetadataFilters | None,
-        node_ids: Sequence[str] | None,
-        doc_ids: Sequence[str] | None,
-        with_nodes: bool = True,
-    ) -> SearchResult:
+    def search_params(self, query: VectorStoreQuery | None = None) -> SearchParams:
+        """This store's fields as ``SearchParams`` over the index's own (its exact-scan
+        threshold and kernel), restricted by ``query``'s filters, node ids and doc ids: the
+        one place a ``VectorStoreQuery`` becomes search parameters."""
+        base = self._index.search_params if self._index is not None else SearchParams()
+        settings = {"mode": self.mode, "n_probe": self.n_probe, "boundary_margin": self.boundary_margin}
+        params = base.with_(**settings, target_recall=self.target_recall)
+        return params if query is None else params.restricted(query.filters, query.node_ids, query.doc_ids)
+
+    def _search(self, vector: np.ndarray, top_k: int, params: SearchParams, with_nodes: bool = True) -> SearchResult:
         assert self._index is not None
-        return self._index.search(
-            vector,
-            top_k,
-            self.mode,
-            self.n_probe,
-            self.boundary_margin,
-            filters=filters,
-            node_ids=node_ids,
-            doc_ids=doc_ids,
-            target_recall=self.target_recall,
-            with_nodes=with_nodes,
-        )
+        return self._index.search(vector, top_k, params, with_nodes=with_nodes)
 
-    def _mmr(self, query: VectorStoreQuery, vector: np.ndarray, top_k: int, options: dict[str, Any]) -> VectorStoreQueryResult:
+    def _mmr(self, vector: np.ndarray, top_k: int, params: SearchParams, options: dict[str, Any]) -> VectorStoreQueryResult:
         """``ChromaVectorStore``'s MMR over this index: the ``prefetch`` nearest matches (by the
         same routed, filtered search), reordered by ``get_top_k_mmr_embeddings``."""
         threshold = options.get("mmr_threshold")
@@ -254,7 +254,7 @@ class ClusterVectorStore(BasePydanticVectorStore):
         else:
             prefetch = int(top_k * float(options.get("mmr_prefetch_factor") or DEFAULT_MMR_PREFETCH_FACTOR))
         prefetch = max(prefetch, top_k)
-        candidates = self._search(vector, prefetch, query.filters, query.node_ids, query.doc_ids, with_nodes=False)
+        candidates = self._search(vector, prefetch, params, with_nodes=False)
         assert self._index is not None
         lists = self._index.lists
         known = [doc_id for doc_id in candidates.ids if doc_id in lists]
@@ -268,7 +268,9 @@ class ClusterVectorStore(BasePydanticVectorStore):
             mmr_threshold=threshold,
         )
         # The chosen nodes, read (and their filter checked) by one restricted search.
-        found = {hit.node.node_id: hit for hit in self._search(vector, len(chosen), query.filters, chosen, query.doc_ids).hits}
+        restriction = params.restriction
+        chosen_only = params.restricted(restriction.filters, chosen, restriction.doc_ids)
+        found = {hit.node.node_id: hit for hit in self._search(vector, len(chosen), chosen_only).hits}
         return _result([found[doc_id] for doc_id in chosen if doc_id in found])
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from cluster_retriever.store import make_client
+from cluster_retriever.store.clients import make_client
 
 
 def free_port() -> int:

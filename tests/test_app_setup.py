@@ -16,7 +16,7 @@ from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from cluster_retriever import ClusterIndex, ClusterVectorStore
+from cluster_retriever import ClusterIndex, ClusterVectorStore, SearchParams
 from cluster_retriever.errors import StoreOutOfSyncError
 
 from .chroma_server import chroma_server
@@ -234,8 +234,8 @@ def test_every_inserted_document_is_found_by_its_own_text_even_far_from_every_cl
     VectorStoreIndex.from_documents(
         base, storage_context=StorageContext.from_defaults(vector_store=chroma), embed_model=embed_model
     )
-    store = ClusterVectorStore.from_chroma(chroma, embed_model=embed_model, show_progress=False)
-    store.index.exact_scan_max_floats = 0
+    routing = SearchParams(exact_scan_max_floats=0)
+    store = ClusterVectorStore.from_chroma(chroma, embed_model=embed_model, show_progress=False, search_params=routing)
     store.index.recluster_growth = None
     index = VectorStoreIndex.from_vector_store(store, embed_model=embed_model)
     for text, ref in inserted:

@@ -62,8 +62,8 @@ def test_calibrated_routing_keeps_its_promise(guard_dataset, tmp_path, embed_mod
     data = load(guard_dataset)
     index = ClusterIndex.build(data.corpus, path=tmp_path, embed_model=embed_model, show_progress=False)
     flat, _, flat_top10, _ = evaluate(index, data, mode="flat")
-    index.exact_scan_max_floats = 0  # measure the routing, not the exact-scan shortcut
-    routed, scanned, top10, exact = evaluate(index, data)
+    routing = index.search_params.with_(exact_scan_max_floats=0)  # measure the routing, not the exact-scan shortcut
+    routed, scanned, top10, exact = evaluate(index, data, params=routing)
     recall_vs_exact = np.mean([len(set(top10[q]) & set(flat_top10[q])) / 10 for q in top10])
     print(
         f"{guard_dataset}: nDCG@10 {routed['ndcg@10'] / flat['ndcg@10']:.3f}x flat, recall@100 "

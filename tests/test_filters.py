@@ -20,11 +20,11 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from cluster_retriever import ClusterIndex, ClusterVectorStore
+from cluster_retriever import ClusterIndex, ClusterVectorStore, SearchParams
 from cluster_retriever.errors import InvalidEmbeddingError
-from cluster_retriever.filters import MetadataColumns, evaluate, filterable
-from cluster_retriever.inverted_lists import InvertedLists
-from cluster_retriever.store import chroma_where
+from cluster_retriever.filters import MetadataColumns, Restriction, evaluate, filterable
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.store.records import chroma_where
 
 from .hash_embedding import HashEmbedding, text_of
 
@@ -116,8 +116,8 @@ def test_filters_chroma_refuses_are_refused_with_what_to_change(semantics, filte
 def test_the_mask_cache_keeps_true_and_one_apart():
     lists = InvertedLists(np.eye(2, dtype=np.float32), ["a", "b"], np.eye(2, dtype=np.float32), [0, 1], [{"x": True}, {"x": 1}])
     one, true = group(leaf("x", 1)), group(bool_leaf("x", True))
-    assert lists.mask(one).tolist() == [False, True]
-    assert lists.mask(true).tolist() == [True, False]
+    assert lists.mask(Restriction(one)).tolist() == [False, True]
+    assert lists.mask(Restriction(true)).tolist() == [True, False]
 
 
 # -- no leak, whatever is written -------------------------------------------------------------------------------------
@@ -138,8 +138,10 @@ def app(tmp_path):
     client = chromadb.PersistentClient(path=str(tmp_path / "app"))
     chroma = ChromaVectorStore(chroma_collection=client.get_or_create_collection("tenants"))
     chroma.add([node(i, TENANTS[i % 3], embed=embed) for i in range(400)])
-    store = ClusterVectorStore.from_chroma(chroma, embed_model=embed, n_clusters=12, show_progress=False, max_staleness_s=0.0)
-    store.index.exact_scan_max_floats = 0
+    routing = SearchParams(exact_scan_max_floats=0)
+    store = ClusterVectorStore.from_chroma(
+        chroma, embed_model=embed, n_clusters=12, show_progress=False, max_staleness_s=0.0, search_params=routing
+    )
     return store, chroma, embed, client
 
 
@@ -170,15 +172,14 @@ def test_a_tenant_change_by_the_app_never_leaks_and_refresh_follows_it(app):
     for _ in range(10):
         hits = query_ids(store, embed, text_of(0), tenant_is("acme"))
         assert "n0" not in hits and len(hits) == 10  # topped up from further candidates
-    ids_only = store.index.search(
-        np.asarray(embed.get_query_embedding(text_of(0)), np.float32) / 1, 10, filters=tenant_is("acme")
-    )
+    acme = store.index.search_params.restricted(tenant_is("acme"))
+    ids_only = store.index.search(np.asarray(embed.get_query_embedding(text_of(0)), np.float32) / 1, 10, acme)
     assert "n0" not in ids_only.ids
     # a new handle, from the lists file written before the change, does not leak either
     reopened = ClusterIndex.open(store.index.store.name, client=client, embed_model=embed)
     vector = embed.get_query_embedding(text_of(0))
     vector = np.asarray(vector, np.float32) / np.linalg.norm(vector)
-    assert "n0" not in reopened.search(vector, 10, filters=tenant_is("acme"), with_nodes=False).ids
+    assert "n0" not in reopened.search(vector, 10, acme, with_nodes=False).ids
     assert store.refresh() is True  # reads every record's metadata: the move is seen
     assert query_ids(store, embed, text_of(0), tenant_is("globex"))[0] == "n0"
 
@@ -190,13 +191,13 @@ def test_a_re_add_through_another_handle_replaces_vector_and_columns(app):
     other.add([node(3, "initech", text="volcano lava magma eruption", embed=embed)])
     assert "n3" not in query_ids(store, embed, text_of(3), tenant_is("acme"))  # within max_staleness_s (0 here)
     vector = np.asarray(embed.get_query_embedding("volcano lava magma eruption"), np.float32)
-    hit = store.index.search(vector / np.linalg.norm(vector), 1, filters=tenant_is("initech")).hits[0]
+    hit = store.index.search(vector / np.linalg.norm(vector), 1, SearchParams().restricted(tenant_is("initech"))).hits[0]
     assert hit.node.node_id == "n3" and hit.score == pytest.approx(1.0, abs=1e-5)
     # the vector store's add is an upsert, seen by the other handle too
     store.add([node(3, "globex", text="glacier ice fjord", embed=embed)])
     vector = np.asarray(embed.get_query_embedding("glacier ice fjord"), np.float32)
     other.max_staleness_s = 0.0
-    found = other.search(vector / np.linalg.norm(vector), 1, filters=tenant_is("globex"))
+    found = other.search(vector / np.linalg.norm(vector), 1, SearchParams().restricted(tenant_is("globex")))
     assert found.ids == ["n3"] and found.scores[0] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -277,8 +278,10 @@ def test_metadata_changes_from_another_process_never_leak(tmp_path):
         client = chromadb.HttpClient(host="127.0.0.1", port=port)
         chroma = ChromaVectorStore(chroma_collection=client.get_or_create_collection("tenants"))
         chroma.add([node(i, TENANTS[i % 3], embed=embed) for i in range(300)])
-        store = ClusterVectorStore.from_chroma(chroma, embed_model=embed, n_clusters=10, show_progress=False, max_staleness_s=0.0)
-        store.index.exact_scan_max_floats = 0
+        routing = SearchParams(exact_scan_max_floats=0)
+        store = ClusterVectorStore.from_chroma(
+            chroma, embed_model=embed, n_clusters=10, show_progress=False, max_staleness_s=0.0, search_params=routing
+        )
         writer = subprocess.Popen(
             [sys.executable, "-m", "tests.metadata_writer", str(port), "tenants", store.index.store.name],
             cwd=Path(__file__).resolve().parents[1],

@@ -3,10 +3,10 @@ import pytest
 from llama_index.core import Document
 from llama_index.core.embeddings import MockEmbedding
 
-from cluster_retriever import ClusterIndex
+from cluster_retriever import ClusterIndex, SearchParams
 from cluster_retriever.embeddings import DEFAULT_MODEL_ID
 from cluster_retriever.errors import DuplicateIdError, EmbeddingMismatchError, EmptyCorpusError, IndexNotFoundError
-from cluster_retriever.store import CLUSTER_ID_KEY
+from cluster_retriever.store.records import CLUSTER_ID_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,7 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
     from cluster_retriever.embeddings import embed_query
 
     query = embed_query(embed_model, "warehouse modeling")
-    expected = [hit.node.node_id for hit in index.search(query, 5, mode="flat").hits]
+    expected = [hit.node.node_id for hit in index.search(query, 5, SearchParams(mode="flat")).hits]
     old_generation = index.manifest.generation
     fetch = index.store.fetch
 
@@ -159,7 +159,7 @@ def test_query_racing_a_recluster_still_gets_its_documents(index, embed_model):
         return fetch(data, ids, **options)
 
     index.store.fetch = fetch_after_recluster
-    hits = index.search(query, 5, mode="flat").hits
+    hits = index.search(query, 5, SearchParams(mode="flat")).hits
     assert index.manifest.generation == old_generation + 1
     assert [hit.node.node_id for hit in hits] == expected
     assert all(hit.node.get_content() for hit in hits)
@@ -236,7 +236,8 @@ def test_search_without_nodes_returns_the_same_ids_and_reads_no_documents(index,
 
 
 def test_more_centroids_than_one_chroma_batch_are_written_and_read_back(tmp_path):
-    from cluster_retriever.store import ChromaStore, make_client
+    from cluster_retriever.store.chroma import ChromaStore
+    from cluster_retriever.store.clients import make_client
 
     store = ChromaStore(make_client(tmp_path), "big")
     k = store.client.get_max_batch_size() + 500  # about 300k documents' worth of clusters

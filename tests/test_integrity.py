@@ -14,7 +14,7 @@ from cluster_retriever import ClusterIndex, ClusterRetriever
 from cluster_retriever.cli import app
 from cluster_retriever.datasets import iter_beir_corpus
 from cluster_retriever.errors import EmptyCorpusError, IndexCorruptedError, InvalidQueryError
-from cluster_retriever.store import CLUSTER_ID_KEY
+from cluster_retriever.store.records import CLUSTER_ID_KEY
 
 from .hash_embedding import HashEmbedding, text_of
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from cluster_retriever.inverted_lists import InvertedLists
+from cluster_retriever.scan.lists import InvertedLists
 
 
 def make(n: int = 200, k: int = 8, dim: int = 16, seed: int = 0):
@@ -64,3 +64,20 @@ def test_the_faiss_kernel_returns_what_the_numpy_scan_returns():
     mask[::2] = True  # rows in the lists' order; a filter takes the masked numpy scan
     filtered = lists.scan(vectors[1], [0, 1], 5, mask, kernel="faiss")
     assert filtered.ids == lists.scan(vectors[1], [0, 1], 5, mask).ids and set(filtered.ids) <= set(lists.ids[mask])
+
+
+def test_compressed_kernels_refine_exactly_and_find_what_the_float_scan_finds():
+    lists, vectors, labels, ids = make(n=2000, k=16, dim=32, seed=5)
+    for name, floor in (("sq8", 0.98), ("pq4", 0.8)):
+        found = []
+        for row in range(0, 2000, 41):
+            query = vectors[row]
+            clusters = np.unique(labels[np.argsort(-(vectors @ query))[:40]])  # the clusters of its neighbours
+            ours, theirs = lists.scan(query, clusters, 10), lists.scan(query, clusters, 10, kernel=name)
+            assert theirs.n_scanned == ours.n_scanned == int(np.isin(labels, clusters).sum())
+            by_id = {doc_id: i for i, doc_id in enumerate(ids)}
+            exact = vectors[[by_id[doc_id] for doc_id in theirs.ids]] @ query
+            assert np.allclose(theirs.scores, exact, atol=1e-5)  # refined: exact scores, best first
+            assert list(theirs.scores) == sorted(theirs.scores, reverse=True)
+            found.append(len(set(ours.ids) & set(theirs.ids)) / 10)
+        assert np.mean(found) >= floor, (name, np.mean(found))

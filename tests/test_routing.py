@@ -1,6 +1,7 @@
 import numpy as np
 
 from cluster_retriever.routing import default_scan_budget, route
+from cluster_retriever.types import SearchParams
 
 CENTROIDS = np.eye(4, dtype=np.float32)
 SIZES = np.array([5, 5, 5, 5])
@@ -12,21 +13,21 @@ def unit(*values: float) -> np.ndarray:
 
 
 def test_flat_probes_everything():
-    assert route(unit(1, 0, 0, 0), CENTROIDS, SIZES, "flat") is None
+    assert route(CENTROIDS @ unit(1, 0, 0, 0), SIZES, SearchParams(mode="flat")) is None
 
 
 def test_strict_probes_nearest_only():
-    assert list(route(unit(0.2, 1, 0, 0), CENTROIDS, SIZES, "strict")) == [1]
+    assert list(route(CENTROIDS @ unit(0.2, 1, 0, 0), SIZES, SearchParams(mode="strict"))) == [1]
 
 
 def test_fixed_n_probe_nearest_first():
-    assert list(route(unit(0.5, 1, 0.2, 0), CENTROIDS, SIZES, "routed", n_probe=2)) == [1, 0]
+    assert list(route(CENTROIDS @ unit(0.5, 1, 0.2, 0), SIZES, SearchParams(mode="routed", n_probe=2))) == [1, 0]
 
 
 def test_empty_clusters_never_probed():
     sizes = np.array([5, 0, 5, 5])
-    assert 1 not in route(unit(0.1, 1, 0, 0), CENTROIDS, sizes, "routed", n_probe=3)
-    assert list(route(unit(0.1, 1, 0, 0), CENTROIDS, sizes, "strict")) == [0]
+    assert 1 not in route(CENTROIDS @ unit(0.1, 1, 0, 0), sizes, SearchParams(mode="routed", n_probe=3))
+    assert list(route(CENTROIDS @ unit(0.1, 1, 0, 0), sizes, SearchParams(mode="strict"))) == [0]
 
 
 def test_adaptive_probes_more_near_a_boundary():
@@ -39,10 +40,10 @@ def test_adaptive_probes_more_near_a_boundary():
     similarity = np.sort(centroids @ inside)[::-1]
     gap = similarity[base - 1] - similarity[base]  # to the first cluster past the budget
     boundary = unit(*(centroids[: base + 4].sum(axis=0)))  # equidistant from many centroids
-    assert len(route(inside, centroids, sizes, boundary_margin=gap / 2)) == base
-    assert len(route(inside, centroids, sizes, boundary_margin=gap * 1.01)) > base
-    assert len(route(boundary, centroids, sizes, boundary_margin=0.05)) > base
-    assert len(route(boundary, centroids, sizes, boundary_margin=0.05)) <= base + base // 2
+    assert len(route(centroids @ inside, sizes, SearchParams(boundary_margin=gap / 2))) == base
+    assert len(route(centroids @ inside, sizes, SearchParams(boundary_margin=gap * 1.01))) > base
+    assert len(route(centroids @ boundary, sizes, SearchParams(boundary_margin=0.05))) > base
+    assert len(route(centroids @ boundary, sizes, SearchParams(boundary_margin=0.05))) <= base + base // 2
 
 
 def test_default_scans_documents_not_clusters():
@@ -54,9 +55,9 @@ def test_default_scans_documents_not_clusters():
     even = np.full(200, 10)
     uneven = np.where(centroids @ query > 0, 40, 1)  # the clusters near the query are 40x larger
     budget = default_scan_budget(uneven)
-    probed = route(query, centroids, uneven, boundary_margin=0.0)
+    probed = route(centroids @ query, uneven, SearchParams(boundary_margin=0.0))
     assert uneven[probed[:-1]].sum() < budget <= uneven[probed].sum()
-    assert len(probed) < len(route(query, centroids, even, boundary_margin=0.0))
+    assert len(probed) < len(route(centroids @ query, even, SearchParams(boundary_margin=0.0)))
 
 
 def test_default_budget_falls_as_the_corpus_grows():
@@ -66,7 +67,7 @@ def test_default_budget_falls_as_the_corpus_grows():
 
 def test_small_corpus_default_probes_every_cluster():
     sizes = np.array([3, 3, 3, 3])
-    assert sorted(route(unit(1, 0.1, 0, 0), CENTROIDS, sizes)) == [0, 1, 2, 3]
+    assert sorted(route(CENTROIDS @ unit(1, 0.1, 0, 0), sizes)) == [0, 1, 2, 3]
 
 
 def test_nearest_clusters_smaller_than_expected_extend_the_sort():
@@ -77,7 +78,7 @@ def test_nearest_clusters_smaller_than_expected_extend_the_sort():
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     query = centroids[0]
     sizes = np.where(centroids @ query > 0.2, 1, 100)
-    probed = route(query, centroids, sizes, boundary_margin=0.0)
+    probed = route(centroids @ query, sizes, SearchParams(boundary_margin=0.0))
     assert sizes[probed].sum() >= default_scan_budget(sizes)
     assert list(probed) == list(np.argsort(-(centroids @ query), kind="stable")[: len(probed)])
 
@@ -89,7 +90,7 @@ def test_partial_sort_gives_the_full_order_head():
     query = unit(*rng.normal(size=16))
     similarity = centroids @ query
     full = [c for c in np.argsort(-similarity) if sizes[c] > 0]
-    assert list(route(query, centroids, sizes, n_probe=12)) == full[:12]
-    assert list(route(query, centroids, sizes, n_probe=1000)) == full  # capped at the non-empty clusters
-    adaptive = list(route(query, centroids, sizes))
+    assert list(route(centroids @ query, sizes, SearchParams(n_probe=12))) == full[:12]
+    assert list(route(centroids @ query, sizes, SearchParams(n_probe=1000))) == full  # capped at the non-empty clusters
+    adaptive = list(route(centroids @ query, sizes))
     assert adaptive == full[: len(adaptive)]

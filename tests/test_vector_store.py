@@ -257,7 +257,7 @@ def filtered_store(tmp_path_factory):
 @given(filters=filters_strategy, query=st.integers(0, 599), k=st.sampled_from([1, 5, 20, 80]))
 def test_filtered_hits_are_always_in_the_exact_filtered_set(filtered_store, filters, query, k):
     store, collection, embed = filtered_store
-    from cluster_retriever.store import chroma_where
+    from cluster_retriever.store.records import chroma_where
 
     allowed = set(collection.get(where=chroma_where(filters), include=[])["ids"])
     vector = embed.get_query_embedding(text_of(query))

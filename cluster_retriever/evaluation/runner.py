@@ -102,8 +102,7 @@ def evaluate_model(name: str, data: BeirDataset, queries: dict[str, str], config
             index = ClusterIndex.build(data.corpus, path=chroma_dir, embed_model=embedder)
             build_s = time.perf_counter() - started
             # Measure the routing itself, even where the library would scan this corpus exactly.
-            exact_by_default = len(index) * index.lists.dim <= index.exact_scan_max_floats
-            index.exact_scan_max_floats = 0
+            exact_by_default = len(index) * index.lists.dim <= index.search_params.exact_scan_max_floats
             result.cost = _cost(embedder, index, data)
             embedder.save()
             vectors = {qid: embed_query(embedder, text) for qid, text in tqdm(queries.items(), desc=f"queries {name}", unit="q")}
@@ -155,7 +154,8 @@ def _run_mode(
     model_run: ModelRun,
 ) -> dict[str, Any]:
     rerank = mode == RERANK_MODE
-    retriever = ClusterRetriever(index, similarity_top_k=DEPTH, mode="routed" if rerank else mode)  # type: ignore[arg-type]
+    routing = index.search_params.with_(mode="routed" if rerank else mode, exact_scan_max_floats=0)
+    retriever = ClusterRetriever(index, similarity_top_k=DEPTH, params=routing)
     reranker = None
     if rerank:
         if not config.llm:
@@ -234,7 +234,7 @@ def _projection_sample(
     rows = np.random.default_rng(0).choice(len(lists), size=min(1500, len(lists)), replace=False)
     qid = next(iter(queries))
     query = vectors[qid]
-    probed = route(query, lists.centroids, lists.sizes)
+    probed = route(lists.centroids @ query, lists.sizes)
     return {
         "vectors": lists.vectors[rows],
         "clusters": lists.labels[rows],

@@ -20,42 +20,11 @@ from llama_index.core.prompts.mixin import PromptDictType, PromptMixin
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from cluster_retriever.errors import JudgeUnreachable
-from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, Judged, LiteLLMJudge, Verdict, VerdictCache
+from cluster_retriever.rerank.comparisons import FAILURES_BEFORE_GIVING_UP, Comparisons, Limits, RerankStats
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, LiteLLMJudge, VerdictCache
 from cluster_retriever.rerank.sorting import ALGORITHMS, METHODS, Method
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RerankStats:
-    """What one rerank spent: comparisons, LLM calls, tokens and their price, wall time.
-
-    ``failures``: calls that timed out on their own ``timeout``, failed or answered nonsense;
-    ``cut_by_deadline``: calls in flight when the rerank's deadline passed (not failures);
-    ``skipped_over_budget`` / ``skipped_past_deadline``: calls never made. ``cost_usd`` is None
-    when a call's model has no price in litellm's cost map. ``stopped_by``: what ended the
-    asking early, "budget", "deadline", "failures" or "unreachable" (None: it finished).
-    ``fell_back``: part of the order is the first stage's; verdicts obtained are kept."""
-
-    candidates: int = 0
-    comparisons: int = 0
-    llm_calls: int = 0
-    cache_hits: int = 0
-    failures: int = 0
-    cut_by_deadline: int = 0
-    skipped_over_budget: int = 0
-    skipped_past_deadline: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = 0.0
-    wall_s: float = 0.0
-    stopped_by: str | None = None
-    fell_back: bool = False
-
-    def spend(self, judged: Judged) -> None:
-        self.prompt_tokens += judged.prompt_tokens
-        self.completion_tokens += judged.completion_tokens
-        self.cost_usd = None if self.cost_usd is None or judged.cost_usd is None else self.cost_usd + judged.cost_usd
 
 
 @dataclass(frozen=True)
@@ -64,10 +33,6 @@ class RerankResult:
 
     nodes: list[NodeWithScore]
     stats: RerankStats
-
-
-FAILURES_BEFORE_GIVING_UP = 6
-"""Consecutive failed calls, with no success between them, after which a rerank stops asking."""
 
 
 class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
@@ -177,6 +142,9 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         return self.rerank(nodes, _bundle(query_bundle)).nodes
 
+    def _limits(self) -> Limits:
+        return Limits(self.max_concurrency, self.both_orders, self.max_calls)
+
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
@@ -187,7 +155,9 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         nodes = _distinct(nodes)
         stats = RerankStats(candidates=len(nodes))
         passages = [_clean(n.node.get_content(metadata_mode=MetadataMode.NONE)) for n in nodes]
-        compare = _Comparisons(self, query_bundle.query_str, passages, stats, started + self.deadline_s)
+        compare = Comparisons(
+            self._judge, self._cache, query_bundle.query_str, passages, stats, started + self.deadline_s, self._limits()
+        )
         try:
             options = {"budget": self.max_calls} if self.method == "budgeted" else {}
             order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n, **options)
@@ -238,117 +208,6 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         return RerankResult(ranked, stats)
 
 
-class _Comparisons:
-    """``compare(i, j)`` for one query: asks the judge (both orders), caches, budgets, falls back."""
-
-    def __init__(
-        self, reranker: PairwiseLLMReranker, query: str, passages: list[str], stats: RerankStats, deadline: float
-    ) -> None:
-        self.reranker = reranker
-        self.query = query
-        self.passages = passages
-        self.stats = stats
-        self.deadline = deadline
-        self.semaphore = asyncio.Semaphore(reranker.max_concurrency)
-        self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self.single: dict[tuple[int, int], asyncio.Future[Verdict | None]] = {}
-        self.positions = {"A": 0, "B": 0}  # one-order verdicts by the position they named
-        self.unreachable = False
-        self.failures_in_a_row = 0
-        self.gave_up = False
-
-    async def drain(self) -> None:
-        """Let comparisons still in flight finish (they return at once once unreachable)."""
-        await asyncio.gather(*self.pending.values(), *self.single.values(), return_exceptions=True)
-
-    async def one(self, i: int, j: int) -> float:
-        """``compare`` in one order only: who is "A" alternates between pairs (by the parity of
-        ``i + j``), so over many pairs position bias averages out instead of favouring the
-        first stage's leaders. Cached, so a later both-order ``compare`` asks only the other."""
-        if i > j:
-            return 1.0 - await self.one(j, i)
-        a, b = (i, j) if (i + j) % 2 == 0 else (j, i)
-        if (a, b) not in self.single:
-            self.stats.comparisons += 1
-            self.single[(a, b)] = asyncio.ensure_future(self._ask_counted(a, b))
-        verdict = await self.single[(a, b)]
-        if verdict is None:
-            return _first_stage(i, j)
-        # One order cannot cancel position bias, so a verdict for the favoured position is
-        # weaker evidence: weighted by how often this rerank's answers named each position.
-        answered_a, answered_b = self.positions["A"] + 1, self.positions["B"] + 1
-        share = answered_a / (answered_a + answered_b) if verdict == "A" else answered_b / (answered_a + answered_b)
-        weight = 1.0 if share <= 0.5 else 0.5 + 0.5 * (1.0 - share) / share
-        return weight if (verdict == "A") == (a == i) else 1.0 - weight
-
-    async def _ask_counted(self, a: int, b: int) -> Verdict | None:
-        verdict = await self._ask(a, b)
-        if verdict is not None:
-            self.positions[verdict] += 1
-        return verdict
-
-    async def __call__(self, i: int, j: int) -> float:
-        if i > j:
-            return 1.0 - await self(j, i)
-        if (i, j) not in self.pending:  # one task per pair: never asked twice in a query
-            self.pending[(i, j)] = asyncio.ensure_future(self._decide(i, j))
-        return await self.pending[(i, j)]
-
-    async def _decide(self, i: int, j: int) -> float:
-        self.stats.comparisons += 1
-        if not self.reranker.both_orders:
-            verdict = await self._ask(i, j)
-            return _first_stage(i, j) if verdict is None else float(verdict == "A")
-        forward, backward = await asyncio.gather(self._ask(i, j), self._ask(j, i))
-        if forward is None or backward is None:
-            return _first_stage(i, j)
-        # i is "A" in the forward question and "B" in the backward one; a split vote is a tie.
-        return ((forward == "A") + (backward == "B")) / 2
-
-    async def _ask(self, a: int, b: int) -> Verdict | None:
-        judge, cache = self.reranker._judge, self.reranker._cache
-        key = cache.key(judge.cache_key, self.query, self.passages[a], self.passages[b])
-        if (cached := cache.get(key)) is not None:
-            self.stats.cache_hits += 1
-            return cached
-        if self.unreachable or self.gave_up:
-            return None
-        async with self.semaphore:
-            # Checked after the wait, with no await before the count: queued calls respect both.
-            remaining = self.deadline - time.perf_counter()
-            budget = self.reranker.max_calls
-            if self.unreachable or self.gave_up:
-                return None
-            if remaining <= 0:
-                self.stats.skipped_past_deadline += 1
-                return None
-            if budget is not None and self.stats.llm_calls >= budget:
-                self.stats.skipped_over_budget += 1
-                return None
-            self.stats.llm_calls += 1
-            try:
-                answer = await asyncio.wait_for(judge(self.query, self.passages[a], self.passages[b]), remaining)
-            except asyncio.TimeoutError:  # the rerank's deadline, not the call's own timeout
-                self.stats.cut_by_deadline += 1
-                return None
-            except JudgeUnreachable:
-                self.unreachable = True
-                raise
-        if isinstance(answer, Judged):
-            self.stats.spend(answer)
-            verdict = answer.verdict
-        else:
-            verdict = answer
-        if verdict is None:
-            self.stats.failures += 1
-            self.failures_in_a_row += 1
-            self.gave_up = self.gave_up or self.failures_in_a_row >= FAILURES_BEFORE_GIVING_UP
-        else:
-            self.failures_in_a_row = 0
-            cache.put(key, verdict)
-        return verdict
-
-
 def _bundle(query: str | QueryBundle | None) -> QueryBundle:
     bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
     if bundle is None or not bundle.query_str or not bundle.query_str.strip():
@@ -377,7 +236,3 @@ def _distinct(nodes: list[NodeWithScore]) -> list[NodeWithScore]:
 def _clean(text: str) -> str:
     """Text that encodes as UTF-8: a lone surrogate (from a badly decoded file) becomes '?'."""
     return text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _first_stage(i: int, j: int) -> float:
-    return 1.0 if i < j else 0.0

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from llama_index.core.vector_stores.types import MetadataFilters
 
-from cluster_retriever._optional import require
-from cluster_retriever.filters import MetadataColumns, check_filters, filter_key, restrict
-
-_MASK_CACHE = 64  # filters remembered per version of the lists
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    ids: list[str]
-    scores: np.ndarray
-    n_scanned: int
+from cluster_retriever.filters import NO_RESTRICTION, MetadataColumns, Restriction
+from cluster_retriever.scan.kernels import KERNELS, Kernel, Layout, ScanResult, scan_rows
+from cluster_retriever.scan.masks import MaskCache
 
 
 class InvertedLists:
@@ -102,9 +92,10 @@ class InvertedLists:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
         self._columns: MetadataColumns | None = None
-        self._masks: dict[str, np.ndarray] = {}
-        self._lazy_lock = threading.Lock()  # guards the mask cache, the metadata and the FAISS copy
-        self._faiss: Any = None  # an IndexIVFFlat over these lists, built on the first faiss scan
+        self._masks = MaskCache(self.ids, lambda: self.columns)
+        self._lazy_lock = threading.Lock()  # guards the metadata and the kernels
+        self._kernels: dict[str, Kernel] = {}  # built on a kernel's first scan of this version
+        self.layout = Layout(self.centroids, self.ids, self.vectors, self.labels, self.sizes, self.offsets)
 
     @property
     def metadatas(self) -> np.ndarray:
@@ -148,28 +139,9 @@ class InvertedLists:
         """The stored unit vectors of these ids (each must be in the lists)."""
         return np.asarray(self.vectors[[self._position[doc_id] for doc_id in ids]], dtype=np.float32)
 
-    def mask(
-        self,
-        filters: MetadataFilters | None = None,
-        node_ids: Sequence[str] | None = None,
-        doc_ids: Sequence[str] | None = None,
-    ) -> np.ndarray | None:
-        """Rows a query may return, or None when nothing restricts it."""
-        if not (filters and filters.filters) and not node_ids and not doc_ids:
-            return None
-        if filters is not None:
-            check_filters(filters)  # a filter Chroma refuses is refused before any cache
-        key = filter_key(filters, node_ids, doc_ids)
-        with self._lazy_lock:
-            cached = self._masks.get(key)
-        if cached is not None:
-            return cached
-        allowed = restrict(self.columns, self.ids, filters, node_ids, doc_ids)
-        with self._lazy_lock:
-            if len(self._masks) >= _MASK_CACHE:
-                self._masks.pop(next(iter(self._masks)))
-            self._masks[key] = allowed
-        return allowed
+    def mask(self, restriction: Restriction = NO_RESTRICTION) -> np.ndarray | None:
+        """Rows a query may return, or None when nothing restricts it (cached per restriction)."""
+        return self._masks.mask(restriction)
 
     def sizes_within(self, mask: np.ndarray | None) -> np.ndarray:
         """Rows per cluster that ``mask`` lets through (every row when None)."""
@@ -177,6 +149,13 @@ class InvertedLists:
             return self.sizes
         counts: np.ndarray = np.bincount(self.labels[mask], minlength=self.n_clusters)
         return counts
+
+    def kernel(self, name: str) -> Kernel:
+        """The scan kernel ``name`` over this version of the lists, made on first use."""
+        with self._lazy_lock:
+            if name not in self._kernels:
+                self._kernels[name] = KERNELS[name](self.layout)
+            return self._kernels[name]
 
     def scan(
         self,
@@ -187,116 +166,43 @@ class InvertedLists:
         kernel: str = "numpy",
         spill: bool = False,
     ) -> ScanResult:
-        """Exact top-k over the given clusters (all of them when ``clusters`` is None),
-        among the rows ``mask`` lets through; with ``spill``, over the outlier rows of every
-        other cluster too (``outliers``). ``kernel="faiss"`` scans unfiltered routed queries
-        with FAISS's IVF-Flat kernel over these same lists (same results)."""
-        found = self._scan(query, clusters, top_k, mask, kernel)
-        if not spill or clusters is None or not len(self.spill):
+        """Exact top-k over the given clusters (all of them when ``clusters`` is None), among
+        the rows ``mask`` lets through; with ``spill``, over the outlier rows of every other
+        cluster too (``outlier_fence``). Unfiltered scans run on the named ``kernel``; a
+        filter's survivors are scored directly (only the allowed rows are read)."""
+        chosen = None if clusters is None else self.nonempty(clusters)
+        if mask is None:
+            found = self.kernel(kernel).scan(query, chosen, top_k)
+        else:
+            found = scan_rows(self.layout, query, self._rows_within(chosen, mask), top_k)
+        if not spill or chosen is None or not len(self.spill):
             return found
-        extra = self.spill[~np.isin(self.labels[self.spill], self._nonempty(clusters))]
+        extra = self.spill[~np.isin(self.labels[self.spill], chosen)]
         if mask is not None:
             extra = extra[mask[extra]]
         if not len(extra):
             return found
-        spilled = self._top(self.vectors[extra] @ query, extra, top_k)
+        spilled = scan_rows(self.layout, query, extra, top_k)
         ids = found.ids + spilled.ids
         scores = np.concatenate([found.scores, spilled.scores]).astype(np.float32)
         best = np.argsort(-scores, kind="stable")[:top_k]
         return ScanResult([ids[i] for i in best], scores[best], found.n_scanned + spilled.n_scanned)
 
-    def _scan(
-        self,
-        query: np.ndarray,
-        clusters: Sequence[int] | np.ndarray | None,
-        top_k: int,
-        mask: np.ndarray | None,
-        kernel: str,
-    ) -> ScanResult:
-        if kernel == "faiss" and clusters is not None and mask is None and len(self.ids):
-            return self._scan_faiss(query, clusters, top_k)
+    def _rows_within(self, clusters: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
+        """The rows of ``clusters`` (None: all) that ``mask`` lets through, in row order."""
+        allowed = np.flatnonzero(mask)
         if clusters is None:
-            starts, ends = np.array([0]), np.array([len(self.ids)])
-        else:
-            starts, ends = self._ranges(clusters)
-        if mask is not None:  # only the allowed rows of the probed ranges are read
-            allowed = np.flatnonzero(mask)
-            lo, hi = np.searchsorted(allowed, starts), np.searchsorted(allowed, ends)
-            pieces = [allowed[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
-            rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-            return self._top(self.vectors[rows] @ query, rows, top_k)
-        lengths = ends - starts
-        scores = np.empty(int(lengths.sum()), dtype=np.float32)
-        filled = np.concatenate([[0], np.cumsum(lengths)])
-        vectors = self.vectors
-        for start, end, at in zip(starts.tolist(), ends.tolist(), filled.tolist(), strict=False):
-            np.matmul(vectors[start:end], query, out=scores[at : at + end - start])
-        k = min(top_k, len(scores))
-        if k == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        block = np.searchsorted(filled, best, side="right") - 1
-        found = starts[block] + best - filled[block]
-        return ScanResult(list(self.ids[found]), scores[best], len(scores))
+            return allowed
+        starts, ends = self.offsets[clusters], self.offsets[clusters + 1]
+        lo, hi = np.searchsorted(allowed, starts), np.searchsorted(allowed, ends)
+        pieces = [allowed[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
-    def _scan_faiss(self, query: np.ndarray, clusters: Sequence[int] | np.ndarray, top_k: int) -> ScanResult:
-        faiss = require("faiss", "faiss")
-        chosen = self._nonempty(clusters)
-        n_scanned = int(self.sizes[chosen].sum())
-        k = min(top_k, n_scanned)
-        if k == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
-        ivf = self._faiss_index(faiss)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = len(chosen)
-        x = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        probes = np.ascontiguousarray(chosen.reshape(1, -1))
-        coarse = np.zeros(probes.shape, dtype=np.float32)
-        distances = np.empty((1, k), dtype=np.float32)
-        rows = np.empty((1, k), dtype=np.int64)
-        sp = faiss.swig_ptr
-        ivf.search_preassigned_c(1, sp(x), k, sp(probes), sp(coarse), sp(distances), sp(rows), False, params)
-        return ScanResult(list(self.ids[rows[0]]), distances[0], n_scanned)
-
-    def _faiss_index(self, faiss: Any) -> Any:
-        """FAISS's IVF-Flat index holding these lists as they are (our centroids, our
-        assignments; ids are row numbers): a copy of the vectors in memory, made once."""
-        with self._lazy_lock:
-            if self._faiss is None:
-                quantizer = faiss.IndexFlatIP(self.dim)
-                quantizer.add(self.centroids)
-                ivf = faiss.IndexIVFFlat(quantizer, self.dim, self.n_clusters, faiss.METRIC_INNER_PRODUCT)
-                ivf.is_trained = True
-                vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-                rows = np.arange(len(self.ids), dtype=np.int64)
-                ivf.add_core(len(rows), faiss.swig_ptr(vectors), faiss.swig_ptr(rows), faiss.swig_ptr(self.labels))
-                self._faiss = ivf
-            return self._faiss
-
-    def _top(self, scores: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
-        k = min(top_k, len(scores))
-        if k == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), len(scores))
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return ScanResult(list(self.ids[rows[best]]), scores[best].astype(np.float32), len(scores))
-
-    def _nonempty(self, clusters: Sequence[int] | np.ndarray) -> np.ndarray:
+    def nonempty(self, clusters: Sequence[int] | np.ndarray) -> np.ndarray:
         """The distinct given clusters that hold rows, in order."""
         chosen = np.unique(np.asarray(clusters, dtype=np.int64))
         nonempty: np.ndarray = chosen[self.sizes[chosen] > 0]
         return nonempty
-
-    def _ranges(self, clusters: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
-        chosen = self._nonempty(clusters)
-        starts, ends = self.offsets[chosen], self.offsets[chosen + 1]
-        if len(chosen) > 1:
-            gap = starts[1:] != ends[:-1]  # between cluster i and i + 1
-            first, last = np.append(True, gap), np.append(gap, True)
-            starts, ends = starts[first], ends[last]
-        return starts, ends
 
     def added(
         self, ids: Sequence[str], vectors: np.ndarray, labels: np.ndarray, metadatas: Sequence[dict[str, Any]] | None = None

@@ -33,8 +33,8 @@ import numpy as np
 
 from cluster_retriever._cache import cache_root
 from cluster_retriever.errors import IndexCorruptedError
-from cluster_retriever.inverted_lists import InvertedLists
-from cluster_retriever.store import ChromaStore
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.store.chroma import ChromaStore
 
 logger = logging.getLogger(__name__)
 

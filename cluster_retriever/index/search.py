@@ -1,0 +1,114 @@
+"""One query over one snapshot: route, scan, check the hits against Chroma, make the nodes.
+
+Routing picks the clusters (``routing``), the lists' kernel scans them (``scan``); this
+module decides between routing and an exact scan, tops up when hits were deleted or no
+longer match, and reads the winners' records in one Chroma read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from llama_index.core.schema import NodeWithScore
+
+from cluster_retriever.calibration import budget_factor
+from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError
+from cluster_retriever.filters import MetadataColumns, filterable, restrict
+from cluster_retriever.index.snapshot import Records, Snapshot
+from cluster_retriever.routing import route
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.store.chroma import ChromaStore
+from cluster_retriever.store.manifest import Manifest
+from cluster_retriever.store.records import to_node
+from cluster_retriever.types import SearchParams, SearchResult, SearchStats
+
+
+def check_query_vector(manifest: Manifest, vector: np.ndarray) -> None:
+    if vector.shape != (manifest.dimension,):
+        raise EmbeddingMismatchError(
+            f"Query embedding has shape {vector.shape}, the index stores {manifest.dimension}-d vectors "
+            f"from {manifest.embed_model!r}: embed queries with that model."
+        )
+    if not np.all(np.isfinite(vector)) or not np.any(vector):
+        raise InvalidQueryError("The query embedding has NaN, infinite or only zero values: check the embedding model's output.")
+
+
+def probes(snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchParams, sizes: np.ndarray) -> np.ndarray | None:
+    """The clusters to scan (None: every match, exactly)."""
+    lists = snapshot.lists
+    adaptive = params.adaptive
+    target = params.target_recall
+    factor = budget_factor(snapshot.manifest.calibration, top_k, target) if adaptive else None
+    if adaptive and (int(sizes.sum()) * lists.dim <= params.exact_scan_max_floats or (factor is None and target >= 1.0)):
+        return None  # scanning every match costs no more than routing would
+    if params.mode == "flat":
+        return None
+    similarity = lists.centroids @ query
+    if adaptive and float(np.max(similarity)) < lists.fence:
+        return None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
+    return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor)
+
+
+def search_snapshot(
+    store: ChromaStore, snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchParams, with_nodes: bool
+) -> SearchResult:
+    """The exact top-k of ``query`` inside the probed clusters, among what ``params``'
+    restriction admits now in Chroma."""
+    lists = snapshot.lists
+    if len(lists) == 0:
+        return SearchResult([], SearchStats(0, 0, 0.0, True))
+    restriction = params.restriction
+    mask = lists.mask(restriction)
+    sizes = lists.sizes_within(mask)
+    clusters = probes(snapshot, query, top_k, params, sizes)
+    restricted = mask is not None
+    want = top_k
+    while True:
+        result = lists.scan(query, clusters, want, mask, params.scan_kernel, spill=params.mode == "routed")
+        ids, scores = result.ids, [float(score) for score in result.scores]
+        records = fetch(store, snapshot, ids, with_nodes, restricted)
+        if records is not None:  # drop records deleted meanwhile, and any the filter no longer admits
+            kept = [i for i, doc_id in enumerate(ids) if doc_id in records]
+            if restricted and kept:
+                found = np.asarray([ids[i] for i in kept], dtype=object)
+                fresh = restrict(MetadataColumns([filterable(records[ids[i]][1]) for i in kept]), found, restriction)
+                kept = [i for i, ok in zip(kept, fresh.tolist(), strict=True) if ok]
+            ids, scores = [ids[i] for i in kept], [scores[i] for i in kept]
+        if len(ids) >= top_k or want >= result.n_scanned:
+            break
+        want = min(result.n_scanned, 2 * want)  # top up from further candidates
+    ids, scores = ids[:top_k], scores[:top_k]
+    nonempty = int(np.count_nonzero(sizes))
+    probed = nonempty if clusters is None else len(clusters)
+    exact = clusters is None or len(clusters) == nonempty
+    stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact))
+    if not with_nodes or records is None:
+        return SearchResult([], stats, ids, scores)
+    return SearchResult(hits(lists, records, ids, scores), stats, ids, scores)
+
+
+def hits(lists: InvertedLists, records: Records, ids: list[str], scores: list[float]) -> list[NodeWithScore]:
+    """The returned records as nodes (made only for what is returned), cluster id in the metadata."""
+    return [
+        NodeWithScore(node=to_node(doc_id, *records[doc_id], cluster_id=lists.cluster_of(doc_id)), score=score)
+        for doc_id, score in zip(ids, scores, strict=True)
+    ]
+
+
+def fetch(store: ChromaStore, snapshot: Snapshot, ids: list[str], with_nodes: bool, restricted: bool) -> Records | None:
+    """The records of the scan's hits, in one read: documents and metadata for nodes, the
+    metadata alone for a filtered ids-only query (its filter is checked on what Chroma holds
+    now), nothing for an unfiltered ids-only query (None)."""
+    if not (with_nodes or restricted):
+        return None
+    if not ids:
+        return {}
+    cached = snapshot.records
+    if cached is not None and not restricted:
+        return {doc_id: cached[doc_id] for doc_id in ids if doc_id in cached}
+    found: dict[str, tuple[str, dict[str, Any]]]
+    found = store.fetch(snapshot.manifest.data_collection, ids, documents=with_nodes and cached is None)
+    if cached is not None:  # texts from the cache, metadata fresh from Chroma
+        found = {doc_id: (cached[doc_id][0], meta) for doc_id, (_, meta) in found.items() if doc_id in cached}
+    return found

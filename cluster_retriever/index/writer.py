@@ -1,0 +1,229 @@
+"""Writing an index: every write under the writer lock, on the newest state, retried when
+another client committed first (the manifest's compare-and-swap) or re-clustered under it.
+
+Concurrency contract (README, "Reliability"): writers are serialised (threads of a process
+share a lock; one process at a time writes an embedded store; clients of a server commit
+with a compare-and-swap and retry on the new state), every write that returned is stored,
+and a query sees one consistent state: the one before or the one after a write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import BaseNode
+
+from cluster_retriever.calibration import calibrate
+from cluster_retriever.clustering import NClusters, assign, fit_clusters
+from cluster_retriever.embeddings import embedding_model_id
+from cluster_retriever.errors import ConcurrentWriteError, DuplicateIdError, EmptyCorpusError
+from cluster_retriever.filters import filterable
+from cluster_retriever.index.ingest import Batch, node_rows, page_batches
+from cluster_retriever.index.search import check_query_vector
+from cluster_retriever.index.snapshot import Snapshot
+from cluster_retriever.index.state import LiveState
+from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.store.chroma import GenerationGone
+from cluster_retriever.store.locking import WriterLock
+from cluster_retriever.store.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+WRITE_RETRIES = 5
+T = TypeVar("T")
+
+
+class Writer:
+    """The writes of one index handle over its ``LiveState``."""
+
+    def __init__(self, live: LiveState, embed_model: BaseEmbedding, lock_timeout_s: float) -> None:
+        self.live = live
+        self.store = live.store
+        self.embed_model = embed_model
+        self.lock_timeout_s = lock_timeout_s
+        location, folder = self.store.location()
+        self.lock = WriterLock.for_index(location, self.store.name, folder)
+
+    def write(self, operation: str, apply: Callable[[Snapshot], T]) -> T:
+        """Run ``apply(snapshot)`` under the writer lock on the newest state, retrying when
+        another client committed first or re-clustered under it."""
+        with self.lock.hold(self.lock_timeout_s):
+            for _ in range(WRITE_RETRIES):
+                self.live.refresh_if_moved()  # a stale handle must never write on an old state
+                try:
+                    return apply(self.live.snapshot)
+                except (ConcurrentWriteError, GenerationGone) as exc:
+                    logger.info("%s raced another writer (%s); retrying on the new state", operation, exc)
+            raise ConcurrentWriteError(
+                f"{operation} lost {WRITE_RETRIES} races in a row to other writers of index {self.store.name!r}; "
+                f"nothing was lost, but this call did not complete: retry it later."
+            )
+
+    def fit(
+        self, batches: Iterable[Batch], n_clusters: NClusters, random_state: int, show_progress: bool, adopted: str | None
+    ) -> None:
+        """A new generation fitted on ``batches``, under the writer lock: written to new data
+        (a build from documents), or over the ``adopted`` collection."""
+        with self.lock.hold(self.lock_timeout_s):
+            expected = self.store.manifests.read()
+            self.rebuild(batches, n_clusters, random_state, show_progress, expected, adopted, adopted is None)
+
+    def rebuild(
+        self,
+        batches: Iterable[Batch],
+        n_clusters: NClusters,
+        random_state: int,
+        show_progress: bool,
+        expected: Manifest | None,
+        data: str | None,
+        write_data: bool,
+    ) -> None:
+        """Cluster the records of ``batches`` (writing them to ``data`` first when
+        ``write_data``), write a new generation of centroids and assignments, commit a
+        manifest naming it, then switch to it. Call with the writer lock held; ``expected`` is
+        the manifest the batches were read under; ``data`` None names a new data collection
+        after the generation."""
+        store = self.store
+        generation = store.claim_generation()
+        data = data or store.nodes_name(generation)  # a build from documents: its data is new too
+        created = [data] if write_data else []
+        try:
+            all_ids: list[str] = []
+            all_vectors: list[np.ndarray] = []
+            all_metadatas: list[dict[str, Any]] = []
+            for ids, vectors, texts, metadatas in batches:
+                if write_data:
+                    store.add_records(data, ids, vectors, texts, metadatas, create=True)
+                all_ids.extend(ids)
+                all_vectors.append(vectors)
+                all_metadatas.extend(filterable(m) for m in metadatas)
+            if not all_ids:
+                raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
+            matrix = np.concatenate(all_vectors)
+            if show_progress:
+                logger.info("clustering %d vectors", len(matrix))
+            clustering = fit_clusters(matrix, n_clusters, random_state)
+            lists = InvertedLists(clustering.centroids, all_ids, matrix, clustering.labels, all_metadatas)
+            version = expected.version + 1 if expected is not None else 1
+            store.write_assignments(generation, all_ids, clustering.labels, version, create=True)
+            store.write_centroids(generation, clustering.centroids)
+            fields = {
+                "embed_model": embedding_model_id(self.embed_model),
+                "dimension": matrix.shape[1],
+                "n_clusters": len(clustering.centroids),
+                "generation": generation,
+                "random_state": random_state,
+                "data_collection": data,
+                "clustered_count": len(all_ids),
+                "calibration": calibrate(lists, random_state),
+                "outlier_fence": lists.fence if math.isfinite(lists.fence) else None,
+                "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
+            }
+            manifest = (
+                expected.bumped(**fields) if expected is not None else Manifest.model_validate({"version": version, **fields})
+            )
+            store.manifests.commit(manifest)
+        except BaseException:
+            store.drop_generation(generation, keep=None if created else data)
+            raise
+        live = self.live
+        records = live.read_records(manifest) if live.snapshot.records is not None else None
+        live.switch(Snapshot(manifest, lists, records), retire=False)
+        if live.lists_file is not None:
+            live.lists_file.save(lists, generation, manifest.version, store.data_uuid(data))
+        if expected is not None and expected.owns_data and expected.data_collection != data:
+            store.drop_data(expected.data_collection)  # a rebuild from documents replaced it
+        # Generations of killed builds, and the one just replaced (once no query here reads it).
+        # On a server, other clients may still be reading the one just replaced, and no lock
+        # tells: it stays until the next rebuild, a whole re-clustering of grace.
+        on_server = store.location()[1] is None
+        for orphan in store.orphans(manifest):
+            if not (on_server and expected is not None and orphan == expected.generation):
+                live.readers.retire(orphan)
+
+    def add(self, nodes: list[BaseNode], show_progress: bool, replace: bool) -> list[str]:
+        (ids, vectors, texts, metadatas), raw = node_rows(nodes, self.embed_model, show_progress)
+
+        def apply(state: Snapshot) -> list[str]:
+            check_query_vector(state.manifest, vectors[0])  # the dimension of the index
+            new, replaced = self._new_rows(state, ids, texts, metadatas, replace)
+            if not new:
+                return ids
+            labels = assign(vectors[new], state.lists.centroids)
+            new_ids = [ids[i] for i in new]
+            new_texts = [texts[i] for i in new]
+            new_metadatas = [metadatas[i] for i in new]
+            self.store.add_records(state.manifest.data_collection, new_ids, raw[new], new_texts, new_metadatas)
+            manifest = state.manifest.bumped()
+            self.store.write_assignments(state.manifest.generation, new_ids, labels, manifest.version)
+            self.store.manifests.commit(manifest)
+            records = state.records
+            if records is not None:
+                records = {**records, **dict(zip(new_ids, zip(new_texts, new_metadatas, strict=True), strict=True))}
+            kept = state.lists.removed(replaced) if replaced else state.lists
+            lists = kept.added(new_ids, vectors[new], labels, [filterable(m) for m in new_metadatas])
+            self.live.switch(Snapshot(manifest, lists, records))
+            return ids
+
+        return self.write("add", apply)
+
+    def _new_rows(
+        self, state: Snapshot, ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], replace: bool
+    ) -> tuple[list[int], list[str]]:
+        """Rows to write, and the stored ids among them that they replace: a stored id with
+        the same text and metadata is already done; one with other content is replaced, or a
+        ``DuplicateIdError`` without ``replace``."""
+        stored = [i for i, doc_id in enumerate(ids) if doc_id in state.lists]
+        found = self.store.fetch(state.manifest.data_collection, [ids[i] for i in stored]) if stored else {}
+        same = {i for i in stored if ids[i] in found and found[ids[i]] == (texts[i], metadatas[i])}
+        clashes = [i for i in stored if i not in same]
+        if clashes and not replace:
+            raise DuplicateIdError(
+                f"{len(clashes)} id(s) are already in the index with other text or metadata (e.g. "
+                f"{[ids[i] for i in clashes[:3]]}); delete them first, give new ids, or add(..., replace=True)."
+            )
+        return [i for i in range(len(ids)) if i not in same], [ids[i] for i in clashes]
+
+    def delete(self, ids: Sequence[str], missing_ok: bool) -> None:
+        def apply(state: Snapshot) -> None:
+            missing = [doc_id for doc_id in ids if doc_id not in state.lists]
+            if missing and not missing_ok:
+                raise KeyError(f"{len(missing)} id(s) are not in the index (e.g. {missing[:3]}); nothing was deleted.")
+            present = [doc_id for doc_id in ids if doc_id in state.lists]
+            if not present:
+                return
+            self.store.delete_records(state.manifest.data_collection, present)
+            self.store.delete_assignments(state.manifest.generation, present)
+            manifest = state.manifest.bumped()
+            self.store.manifests.commit(manifest)
+            records = state.records
+            if records is not None:
+                gone = set(present)
+                records = {k: v for k, v in records.items() if k not in gone}
+            self.live.switch(Snapshot(manifest, state.lists.removed(present), records))
+
+        self.write("delete", apply)
+
+    def delete_where(self, where: dict[str, Any]) -> list[str]:
+        data = self.live.snapshot.manifest.data_collection
+        ids = self.store.ids_where(data, where)
+        if ids:
+            self.delete(list(dict.fromkeys(ids)), missing_ok=True)
+            leftover = set(ids) - set(self.live.snapshot.lists.ids)
+            if leftover:  # written by another client and not refreshed in yet: delete from the data too
+                self.store.delete_records(data, sorted(leftover))
+        return ids
+
+    def recluster(self, n_clusters: NClusters, random_state: int | None, show_progress: bool) -> None:
+        def apply(state: Snapshot) -> None:
+            data = state.manifest.data_collection
+            seed = state.manifest.random_state if random_state is None else random_state
+            batches = page_batches(self.store.iter_data(data, ["embeddings", "metadatas"]))
+            self.rebuild(batches, n_clusters, seed, show_progress, state.manifest, data, False)
+
+        self.write("recluster", apply)

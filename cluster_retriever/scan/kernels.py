@@ -1,0 +1,200 @@
+"""Scan kernels: the exact top-k of a query over the rows of some clusters.
+
+A kernel is the seam of the scan: the search hands it the probed clusters and asks for
+candidates; it never sees routing, filters or the store. ``numpy`` scores the lists' own
+rows (memory-mapped or in memory) in place; ``faiss`` runs FAISS's IVF-Flat kernel over a
+copy of them. A compressed kernel (codes first, exact refinement from the float rows) plugs
+in here, beside them, through ``KERNELS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from cluster_retriever._optional import require
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    ids: list[str]
+    scores: np.ndarray
+    n_scanned: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a kernel reads of the lists: rows in cluster order, cluster ``c`` at
+    ``offsets[c]:offsets[c + 1]``."""
+
+    centroids: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray
+    labels: np.ndarray
+    sizes: np.ndarray
+    offsets: np.ndarray
+
+
+class Kernel(Protocol):
+    def scan(self, query: np.ndarray, clusters: np.ndarray | None, top_k: int) -> ScanResult:
+        """Exact top-k over the rows of ``clusters`` (distinct non-empty cluster ids; None:
+        every row), with how many rows it scored."""
+        ...
+
+
+def top_of(layout: Layout, scores: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
+    """The ``top_k`` best of ``scores`` (one per row of ``rows``), best first."""
+    k = min(top_k, len(scores))
+    if k == 0:
+        return ScanResult([], np.zeros(0, dtype=np.float32), len(scores))
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return ScanResult(list(layout.ids[rows[best]]), scores[best].astype(np.float32), len(scores))
+
+
+def scan_rows(layout: Layout, query: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
+    """Exact top-k over the given rows (a filter's survivors, the outliers)."""
+    return top_of(layout, np.asarray(layout.vectors[rows] @ query, dtype=np.float32), rows, top_k)
+
+
+def ranges(layout: Layout, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ranges of the given clusters, neighbours merged so each range is one matmul."""
+    starts, ends = layout.offsets[clusters], layout.offsets[clusters + 1]
+    if len(clusters) > 1:
+        gap = starts[1:] != ends[:-1]  # between cluster i and i + 1
+        first, last = np.append(True, gap), np.append(gap, True)
+        starts, ends = starts[first], ends[last]
+    return starts, ends
+
+
+class NumpyKernel:
+    """One matmul per run of adjacent probed clusters, straight over the lists' rows."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def scan(self, query: np.ndarray, clusters: np.ndarray | None, top_k: int) -> ScanResult:
+        layout = self.layout
+        if clusters is None:
+            starts, ends = np.array([0]), np.array([len(layout.ids)])
+        else:
+            starts, ends = ranges(layout, clusters)
+        lengths = ends - starts
+        scores = np.empty(int(lengths.sum()), dtype=np.float32)
+        filled = np.concatenate([[0], np.cumsum(lengths)])
+        vectors = layout.vectors
+        for start, end, at in zip(starts.tolist(), ends.tolist(), filled.tolist(), strict=False):
+            np.matmul(vectors[start:end], query, out=scores[at : at + end - start])
+        k = min(top_k, len(scores))
+        if k == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        block = np.searchsorted(filled, best, side="right") - 1
+        found = starts[block] + best - filled[block]
+        return ScanResult(list(layout.ids[found]), scores[best], len(scores))
+
+
+def _preassigned(faiss: Any, layout: Layout, index: Any) -> Any:
+    """A FAISS IVF ``index`` over ``layout``'s centroids (its quantizer) filled with the lists'
+    own rows and assignments (``add_core`` with precomputed list numbers; FAISS ids are row
+    numbers), so a scan of the same probed clusters reads the same rows."""
+    vectors = np.ascontiguousarray(layout.vectors, dtype=np.float32)
+    if not index.is_trained:  # the codec's ranges or codebooks; the quantizer is ours already
+        step = max(1, len(vectors) // TRAIN_ROWS)
+        index.train(np.ascontiguousarray(vectors[::step]))
+    rows = np.arange(len(layout.ids), dtype=np.int64)
+    labels = np.ascontiguousarray(layout.labels, dtype=np.int64)
+    index.add_core(len(rows), faiss.swig_ptr(vectors), faiss.swig_ptr(rows), faiss.swig_ptr(labels))
+    return index
+
+
+def _quantizer(faiss: Any, layout: Layout) -> Any:
+    quantizer = faiss.IndexFlatIP(layout.centroids.shape[1])
+    quantizer.add(np.ascontiguousarray(layout.centroids, dtype=np.float32))
+    return quantizer
+
+
+def _search_preassigned(faiss: Any, index: Any, query: np.ndarray, clusters: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and rows of the ``k`` best among the rows of ``clusters`` by ``index``'s codes."""
+    params = faiss.SearchParametersIVF()
+    params.nprobe = len(clusters)
+    x = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+    probes = np.ascontiguousarray(clusters.reshape(1, -1), dtype=np.int64)
+    coarse = np.zeros(probes.shape, dtype=np.float32)  # unused: no index here encodes residuals
+    distances = np.empty((1, k), dtype=np.float32)
+    rows = np.empty((1, k), dtype=np.int64)
+    sp = faiss.swig_ptr
+    index.search_preassigned_c(1, sp(x), k, sp(probes), sp(coarse), sp(distances), sp(rows), False, params)
+    found = rows[0] >= 0
+    return distances[0][found], rows[0][found]
+
+
+TRAIN_ROWS = 65_536  # rows a codec is trained on (8-bit ranges, product-quantizer codebooks)
+
+
+class FaissFlatKernel:
+    """FAISS's IVF-Flat kernel over a copy of the float rows, made once per lists version.
+    Measured no faster than ``numpy`` at 100k-300k (docs/benchmarks.md), hence opt-in."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._faiss = faiss = require("faiss", "faiss")
+        self.layout = layout
+        dim, nlist = layout.centroids.shape[1], len(layout.centroids)
+        self._ivf = _preassigned(
+            faiss, layout, faiss.IndexIVFFlat(_quantizer(faiss, layout), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        )
+
+    def scan(self, query: np.ndarray, clusters: np.ndarray | None, top_k: int) -> ScanResult:
+        layout = self.layout
+        chosen = np.flatnonzero(layout.sizes) if clusters is None else clusters
+        n_scanned = int(layout.sizes[chosen].sum())
+        if min(top_k, n_scanned) == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+        scores, rows = _search_preassigned(self._faiss, self._ivf, query, chosen, min(top_k, n_scanned))
+        return ScanResult(list(layout.ids[rows]), scores, n_scanned)
+
+
+class RefinedKernel:
+    """Compressed codes scanned by FAISS, then exact scores from the float rows for the best
+    ``refine x k``: the result is exact among the refined candidates, and a scan reads the
+    codes (resident) plus a few hundred float rows (paged in from the lists file)."""
+
+    refine = 4
+
+    def __init__(self, layout: Layout, codec: str) -> None:
+        self._faiss = faiss = require("faiss", "faiss")
+        self.layout = layout
+        dim, nlist = layout.centroids.shape[1], len(layout.centroids)
+        quantizer, ip = _quantizer(faiss, layout), faiss.METRIC_INNER_PRODUCT
+        if codec == "sq8":  # 8 bits a dimension: 4x fewer bytes than float32
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, ip, False)
+            self._ivf = _preassigned(faiss, layout, index)
+        else:  # "pq4": 4-bit codes of 2-d sub-vectors, scanned with FAISS's FastScan: 16x fewer bytes
+            pq = faiss.IndexIVFPQ(quantizer, dim, nlist, dim // 2, 4, ip)
+            pq.by_residual = False
+            self._ivf = faiss.IndexIVFPQFastScan(_preassigned(faiss, layout, pq))
+        self._quantizer = quantizer  # the index keeps a pointer to it, not a reference
+
+    def scan(self, query: np.ndarray, clusters: np.ndarray | None, top_k: int) -> ScanResult:
+        layout = self.layout
+        chosen = np.flatnonzero(layout.sizes) if clusters is None else clusters
+        n_scanned = int(layout.sizes[chosen].sum())
+        depth = min(self.refine * top_k, n_scanned)
+        if min(top_k, depth) == 0:
+            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+        _, rows = _search_preassigned(self._faiss, self._ivf, query, chosen, depth)
+        refined = scan_rows(layout, query, np.sort(rows), top_k)  # sorted: the rows are read in file order
+        return ScanResult(refined.ids, refined.scores, n_scanned)
+
+
+KERNELS: dict[str, Callable[[Layout], Any]] = {
+    "numpy": NumpyKernel,
+    "faiss": FaissFlatKernel,
+    "sq8": lambda layout: RefinedKernel(layout, "sq8"),
+    "pq4": lambda layout: RefinedKernel(layout, "pq4"),
+}
+"""Kernel name (``SearchParams.scan_kernel``) -> its constructor over a lists layout."""
