@@ -1,12 +1,12 @@
 """The scan kernels side by side, ids only, on the same lists and the same probed clusters.
 
-    python bench/scan_kernels.py [--sizes 100000,300000] [--refine 4]
+    python bench/scan_kernels.py [--sizes 100000,300000] [--refine N]
 
 Vectors as in bench/scale.py (mixes of neighbouring real all-MiniLM-L6-v2 CISI embeddings
 plus noise), clustered at the defaults; queries: CISI's real queries. Each query is routed
 once at the defaults (calibrated for target_recall 0.95, k=10), and every kernel scans those
 same clusters: ``numpy`` (float32 rows), ``faiss`` (IVF-Flat), ``sq8`` and ``pq4`` (codes, then
-exact refinement of ``refine x 10`` candidates). Reported per kernel: p50 and p95 of the scan,
+exact refinement of ``refine x 10`` candidates; ``refine`` per codec unless given). Reported per kernel: p50 and p95 of the scan,
 recall@10 against exact search over the whole corpus and against the numpy scan of the same
 clusters (what compression loses), the bytes a scan holds resident per vector, and the build
 time (once per lists version). Writes runs/scan_kernels.json.
@@ -45,7 +45,7 @@ def resident_bytes(kernel: object, dim: int) -> float:
     return float(ivf.code_size + 8)
 
 
-def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int, rng: np.random.Generator) -> dict:
+def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int | None, rng: np.random.Generator) -> dict:
     vectors = sample_between(anchors, n, NOISE, rng)
     started = time.perf_counter()
     clustering = fit_clusters(vectors, "auto", 0)
@@ -55,11 +55,10 @@ def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int, rn
     probes = [route(lists.centroids @ q, lists.sizes, SearchParams(), min_docs=10, budget_factor=factor) for q in queries]
     exact = [[f"d{i}" for i in np.argsort(-(vectors @ q))[:10]] for q in queries]
     scanned = float(np.mean([lists.sizes[p].sum() for p in probes])) / n
-    RefinedKernel.refine = refine
     rows, baseline = [], None
     for name in KERNELS:
         started = time.perf_counter()
-        kernel = lists.kernel(name)
+        kernel = RefinedKernel(lists.layout, name, refine) if name in RefinedKernel.REFINE else lists.kernel(name)
         build_s = time.perf_counter() - started
         pairs = list(zip(queries, probes, strict=True))
         found, ms = timed(lambda pair, kernel=kernel: kernel.scan(pair[0], lists.nonempty(pair[1]), 10).ids, pairs)
@@ -82,7 +81,7 @@ def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int, rn
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000")
-    parser.add_argument("--refine", type=int, default=4)
+    parser.add_argument("--refine", type=int, default=None, help="candidates refined per result (default: per codec)")
     parser.add_argument("--out", type=Path, default=Path("runs/scan_kernels.json"))
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)  # one query at a time, as an app asks: no thread start-up per scan
@@ -95,7 +94,7 @@ def main() -> None:
     for result in results:
         base = result["kernels"][0]["p50_ms"]
         print_table(
-            f"{result['n']:,} vectors, k={result['k']:,}, {result['fraction_scanned']:.1%} scanned, refine {result['refine']}",
+            f"{result['n']:,} vectors, k={result['k']:,}, {result['fraction_scanned']:.1%} scanned, refine {result['refine'] or RefinedKernel.REFINE}",
             ["kernel", "p50 ms", "vs numpy", "p95 ms", "R@10 vs exact", "R@10 vs numpy", "resident B/vector", "build s"],
             [
                 [
