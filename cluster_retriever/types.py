@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 Mode = Literal["routed", "flat", "strict"]
 MODES: tuple[str, ...] = ("routed", "flat", "strict")
-ScanKernel = Literal["numpy", "faiss", "sq8", "pq4"]
-SCAN_KERNELS: tuple[str, ...] = ("numpy", "faiss", "sq8", "pq4")
+ScanKernel = Literal["auto", "numpy", "faiss", "sq8", "pq4"]
+SCAN_KERNELS: tuple[str, ...] = ("auto", "numpy", "faiss", "sq8", "pq4")
 
 DEFAULT_TARGET_RECALL = 0.95
 EXACT_SCAN_MAX_FLOATS = 2_000_000
@@ -69,8 +69,12 @@ class SearchParams:
       boundary clusters within ``boundary_margin`` (cosine).
     - ``exact_scan_max_floats``: adaptive routing scans everything that matches when that is
       at most this many floats (matching vectors x dimension); 0 routes every query.
-    - ``scan_kernel``: ``"numpy"`` (float32 rows), ``"faiss"`` (FAISS IVF-Flat, same results),
-      ``"sq8"`` or ``"pq4"`` (compressed codes, then exact refinement; the ``[faiss]`` extra).
+    - ``scan_kernel``: ``"auto"`` (the default: ``"sq8"`` for routed scans once its codes
+      are built, in the background, when FAISS is installed; ``"numpy"`` otherwise),
+      ``"numpy"`` (float32 rows), ``"faiss"`` (FAISS IVF-Flat, same results), ``"sq8"`` or
+      ``"pq4"`` (compressed codes, then exact refinement; the ``[faiss]`` extra). Filtered
+      scans score the float rows of the survivors whatever the kernel; ``"auto"`` scores them
+      for exact scans too (``flat``, small indexes).
     - ``restriction``: filters, node ids and doc ids, applied inside the scan.
     """
 
@@ -79,7 +83,7 @@ class SearchParams:
     target_recall: float = DEFAULT_TARGET_RECALL
     boundary_margin: float = 0.01
     exact_scan_max_floats: int = EXACT_SCAN_MAX_FLOATS
-    scan_kernel: ScanKernel = "numpy"
+    scan_kernel: ScanKernel = "auto"
     restriction: Restriction = field(default=NO_RESTRICTION)
 
     def __post_init__(self) -> None:

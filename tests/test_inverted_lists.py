@@ -1,5 +1,10 @@
-import numpy as np
+import time
 
+import numpy as np
+import pytest
+
+from cluster_retriever.scan import kernels
+from cluster_retriever.scan.kernels import NumpyKernel, RefinedKernel
 from cluster_retriever.scan.lists import InvertedLists
 
 
@@ -55,7 +60,7 @@ def test_the_faiss_kernel_returns_what_the_numpy_scan_returns():
     for row in range(0, 600, 37):
         query = vectors[row]
         for clusters in ([int(labels[row])], [0, 3, 7], list(range(12))):
-            ours, theirs = lists.scan(query, clusters, 10), lists.scan(query, clusters, 10, kernel="faiss")
+            ours, theirs = lists.scan(query, clusters, 10, kernel="numpy"), lists.scan(query, clusters, 10, kernel="faiss")
             assert theirs.ids == ours.ids and np.allclose(theirs.scores, ours.scores, atol=1e-5)
             assert theirs.n_scanned == ours.n_scanned == int(np.isin(labels, clusters).sum())
     small = lists.scan(vectors[0], [int(labels[0])], 10_000, kernel="faiss")  # k larger than the clusters
@@ -63,7 +68,9 @@ def test_the_faiss_kernel_returns_what_the_numpy_scan_returns():
     mask = np.zeros(600, dtype=bool)
     mask[::2] = True  # rows in the lists' order; a filter takes the masked numpy scan
     filtered = lists.scan(vectors[1], [0, 1], 5, mask, kernel="faiss")
-    assert filtered.ids == lists.scan(vectors[1], [0, 1], 5, mask).ids and set(filtered.ids) <= set(lists.ids[mask])
+    assert filtered.ids == lists.scan(vectors[1], [0, 1], 5, mask, kernel="numpy").ids and set(filtered.ids) <= set(
+        lists.ids[mask]
+    )
 
 
 def test_compressed_kernels_refine_exactly_and_find_what_the_float_scan_finds():
@@ -73,7 +80,7 @@ def test_compressed_kernels_refine_exactly_and_find_what_the_float_scan_finds():
         for row in range(0, 2000, 41):
             query = vectors[row]
             clusters = np.unique(labels[np.argsort(-(vectors @ query))[:40]])  # the clusters of its neighbours
-            ours, theirs = lists.scan(query, clusters, 10), lists.scan(query, clusters, 10, kernel=name)
+            ours, theirs = lists.scan(query, clusters, 10, kernel="numpy"), lists.scan(query, clusters, 10, kernel=name)
             assert theirs.n_scanned == ours.n_scanned == int(np.isin(labels, clusters).sum())
             by_id = {doc_id: i for i, doc_id in enumerate(ids)}
             exact = vectors[[by_id[doc_id] for doc_id in theirs.ids]] @ query
@@ -81,3 +88,33 @@ def test_compressed_kernels_refine_exactly_and_find_what_the_float_scan_finds():
             assert list(theirs.scores) == sorted(theirs.scores, reverse=True)
             found.append(len(set(ours.ids) & set(theirs.ids)) / 10)
         assert np.mean(found) >= floor, (name, np.mean(found))
+
+
+def test_auto_scans_the_float_rows_until_the_codes_are_built_then_the_codes():
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    query, clusters = vectors[3], [int(labels[3]), 1, 2]
+    first = lists.auto_kernel(exact=False)  # starts the build in the background, does not wait for it
+    assert isinstance(first, NumpyKernel)
+    deadline = time.monotonic() + 30
+    while not isinstance(lists.auto_kernel(exact=False), RefinedKernel):
+        assert time.monotonic() < deadline, "the codes were never built"
+        time.sleep(0.01)
+    assert isinstance(lists.auto_kernel(exact=True), NumpyKernel)  # an exact scan stays exact
+    routed = lists.scan(query, clusters, 10)  # the default kernel is auto
+    assert routed.ids == lists.scan(query, clusters, 10, kernel="sq8").ids
+    flat = lists.scan(query, None, 10)
+    assert flat.ids == lists.scan(query, None, 10, kernel="numpy").ids
+    grown = lists.added(["new"], vectors[:1], np.array([0]))  # a new version starts again from the float rows
+    assert grown.auto_kernel(exact=False) is not lists.auto_kernel(exact=False)
+
+
+def test_auto_without_faiss_scans_the_float_rows(monkeypatch: pytest.MonkeyPatch):
+    import cluster_retriever.scan.lists as lists_module
+
+    monkeypatch.setattr(lists_module, "faiss_installed", lambda: False)
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    for _ in range(3):
+        assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+    time.sleep(0.05)
+    assert "sq8" not in lists._kernels  # nothing was built
+    assert kernels.AUTO_CODEC in kernels.KERNELS

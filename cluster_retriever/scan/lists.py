@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.filters import NO_RESTRICTION, MetadataColumns, Restriction
-from cluster_retriever.scan.kernels import KERNELS, Kernel, Layout, ScanResult, scan_rows
+from cluster_retriever.scan.kernels import AUTO_CODEC, KERNELS, Kernel, Layout, ScanResult, faiss_installed, scan_rows
 from cluster_retriever.scan.masks import MaskCache
 
 
@@ -95,6 +95,7 @@ class InvertedLists:
         self._masks = MaskCache(self.ids, lambda: self.columns)
         self._lazy_lock = threading.Lock()  # guards the metadata and the kernels
         self._kernels: dict[str, Kernel] = {}  # built on a kernel's first scan of this version
+        self._building = False  # the auto kernel's codes are being built
         self.layout = Layout(self.centroids, self.ids, self.vectors, self.labels, self.sizes, self.offsets)
 
     @property
@@ -151,11 +152,30 @@ class InvertedLists:
         return counts
 
     def kernel(self, name: str) -> Kernel:
-        """The scan kernel ``name`` over this version of the lists, made on first use."""
+        """The scan kernel ``name`` over this version of the lists, made on first use (outside
+        the lock: queries on other kernels do not wait for a build)."""
         with self._lazy_lock:
-            if name not in self._kernels:
-                self._kernels[name] = KERNELS[name](self.layout)
-            return self._kernels[name]
+            made = self._kernels.get(name)
+        if made is None:
+            made = KERNELS[name](self.layout)
+            with self._lazy_lock:
+                made = self._kernels.setdefault(name, made)
+        return made
+
+    def auto_kernel(self, exact: bool) -> Kernel:
+        """What ``scan_kernel="auto"`` scans with: the compressed ``AUTO_CODEC`` for routed
+        scans once its codes are built (the first routed scan of this version starts the build
+        in a background thread, so no query waits for it), the float rows otherwise, and always
+        without FAISS or for an exact scan."""
+        if exact or not faiss_installed():
+            return self.kernel("numpy")
+        with self._lazy_lock:
+            built = self._kernels.get(AUTO_CODEC)
+            start = built is None and not self._building
+            self._building = self._building or start
+        if start:
+            threading.Thread(target=self.kernel, args=(AUTO_CODEC,), name="cluster-retriever-codes", daemon=True).start()
+        return built if built is not None else self.kernel("numpy")
 
     def scan(
         self,
@@ -163,7 +183,7 @@ class InvertedLists:
         clusters: Sequence[int] | np.ndarray | None,
         top_k: int,
         mask: np.ndarray | None = None,
-        kernel: str = "numpy",
+        kernel: str = "auto",
         spill: bool = False,
     ) -> ScanResult:
         """Exact top-k over the given clusters (all of them when ``clusters`` is None), among
@@ -172,7 +192,7 @@ class InvertedLists:
         filter's survivors are scored directly (only the allowed rows are read)."""
         chosen = None if clusters is None else self.nonempty(clusters)
         if mask is None:
-            found = self.kernel(kernel).scan(query, chosen, top_k)
+            found = (self.auto_kernel(chosen is None) if kernel == "auto" else self.kernel(kernel)).scan(query, chosen, top_k)
         else:
             found = scan_rows(self.layout, query, self._rows_within(chosen, mask), top_k)
         if not spill or chosen is None or not len(self.spill):
