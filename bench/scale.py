@@ -1,21 +1,23 @@
 """The scale table: the default path at 100k, 300k (and 1M) vectors against Chroma's own
 query and FAISS IVF-Flat at equal recall, with the time and memory it takes to open.
 
-    python bench/scale.py [--sizes 100000,300000] [--queries 200]
+    python bench/scale.py [--sizes 100000,300000] [--queries 200] [--vectors realistic|synthetic]
 
-Vectors as in bench/routing_latency.py (mixes of neighbouring real all-MiniLM-L6-v2 CISI
-embeddings plus noise; query embedding excluded). For each size, in one run: an app's
-ChromaVectorStore collection is filled, adopted by a ClusterIndex (defaults: auto k, balanced
-clusters, calibrated routing at target_recall 0.95), and then, in a fresh process,
-``ClusterIndex.open`` is timed and its resident memory measured (RSS after loading the model,
-after open, after the queries): cold (no lists file), warm (the file memory-mapped), warm with
-float16 lists, each followed by the p50 of the same queries on the opened index (the path
-users take: lists from the file); and, in another fresh process, what Chroma's embedded
-client alone takes on its first read of the collection (it loads the collection's whole HNSW
-index). Reported: recall@10 against exact search and p50 of the default path (documents
-fetched from Chroma) against Chroma's default query on the same collection;
-and ids-only search (route + scan, what FAISS returns) against FAISS IVF-Flat with as many
-lists, at the fastest nprobe reaching the same recall. Writes runs/scale.json.
+Vectors: ``realistic`` (the default): real all-MiniLM-L6-v2 embeddings of CISI and BBC News,
+grown by mixing each with two of its 5 nearest real neighbours plus a little noise, and real
+queries (CISI's, then BBC headlines); ``synthetic``: mixes among 20 neighbours of the CISI
+embeddings with more noise (as in bench/routing_latency.py), queries from the same
+distribution. For each size, in one run: an app's ChromaVectorStore collection is filled,
+adopted by a ClusterIndex at its defaults (auto k, balanced clusters, calibrated routing, the
+auto scan kernel with its codes built), and every method is asked each query in turn:
+Chroma's default query (documents included), the default path (``ClusterIndex.search``,
+nodes returned) with the auto kernel, the float32 scan and FAISS's IVF-Flat kernel, ids only
+with each, and the same through a LlamaIndex ``VectorStoreIndex`` over the cluster store and
+over ``ChromaVectorStore``. The result path (the one Chroma read of the hits, the nodes) is
+timed apart. FAISS IVF-Flat with as many lists is swept over nprobe. Then, in fresh
+processes, ``ClusterIndex.open`` is timed and its resident memory measured (cold: no lists
+file; warm: the file mapped; warm float16), and what Chroma's embedded client alone takes on
+its first read. Writes runs/scale.json.
 """
 
 from __future__ import annotations
@@ -33,14 +35,21 @@ import faiss
 import numpy as np
 from _report import grown, resident_mb, write_json
 from _vectors import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
+from llama_index.core import VectorStoreIndex
+from llama_index.core.schema import QueryBundle
+from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from cluster_retriever import ClusterIndex
-from cluster_retriever.calibration import budget_factor
-from cluster_retriever.datasets import load_beir
-from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.routing import route
+from cluster_retriever import ClusterIndex, ClusterVectorStore
+from cluster_retriever.datasets import load_bbc_news, load_beir
+from cluster_retriever.embeddings import embed_query, embed_texts, resolve_embed_model
+from cluster_retriever.index.search import fetch, hits
+from cluster_retriever.scan.kernels import AUTO_CODEC
 from cluster_retriever.store.clients import make_client
 from cluster_retriever.types import DEFAULT_TARGET_RECALL, SearchParams
+
+REALISTIC_NOISE = 0.3
+"""Noise of the realistic vectors (norm about 0.3 against unit vectors: a grown vector keeps a
+cosine of about 0.95 to its mix of real ones)."""
 
 
 def in_fresh_process(*arguments: str) -> dict:
@@ -70,6 +79,7 @@ def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
     queries = np.load(queries_file)
     for q in queries:
         index.search(q, top_k=10)
+    index.lists.kernel(AUTO_CODEC)  # the codes the first routed query started building, waited for
     after_queries = resident_mb()
     # The path users take (an opened index, lists from the file), timed once its pages are in.
     _, default_ms = timed(lambda q: index.search(q, top_k=10), queries)
@@ -118,33 +128,53 @@ def float16_recall(path: str, queries: np.ndarray, exact: list[list[str]], embed
 
 
 def summary(row: dict) -> str:
+    chroma = row["chroma_default"]["p50_ms"]
     faiss_row = row["faiss_at_equal_recall"]
-    faiss_text = (
-        f"faiss nprobe {faiss_row['nprobe']} {faiss_row['p50_ms']:.2f} ms (R {faiss_row['recall@10']:.3f}), "
-        f"ours / faiss {row['ids_only']['p50_ms'] / faiss_row['p50_ms']:.2f}x, with the faiss kernel "
-        f"{row['ids_only_faiss_kernel']['p50_ms']:.2f} ms ({row['ids_only_faiss_kernel']['p50_ms'] / faiss_row['p50_ms']:.2f}x)"
+    lines = [
+        f"{row['n_docs']:,} {row['vectors']} vectors, k {row['n_clusters']:,} (largest {row['largest_over_mean']:.1f}x mean), "
+        f"target {row['target_recall']}, scanned {row['default']['fraction_scanned']:.1%}"
+    ]
+    for name in ("chroma_default", "default", "default_float32", "default_faiss_kernel", "default_cached_records"):
+        m = row[name]
+        recall = f"R@10 {m['recall@10']:.3f} " if "recall@10" in m else ""
+        lines.append(f"  {name:24} {recall}p50 {m['p50_ms']:.2f} ms ({chroma / m['p50_ms']:.2f}x Chroma's speed)")
+    for name in ("ids_only", "ids_only_float32", "ids_only_faiss_kernel"):
+        m = row[name]
+        versus = f", {faiss_row['p50_ms'] / m['p50_ms']:.2f}x FAISS IVF-Flat's speed" if faiss_row else ""
+        lines.append(f"  {name:24} R@10 {m['recall@10']:.3f} p50 {m['p50_ms']:.2f} ms{versus}")
+    lines.append(
+        f"  FAISS IVF-Flat at that recall: nprobe {faiss_row['nprobe']} R@10 {faiss_row['recall@10']:.3f} p50 {faiss_row['p50_ms']:.2f} ms"
         if faiss_row
-        else "faiss does not reach it within 1024 probes"
+        else "  FAISS IVF-Flat does not reach that recall within 1024 probes"
     )
-    opens = "; ".join(
-        f"open {kind} {o['open_s']:.1f} s, RSS anon/file +{o['rss_open_mb']['anon']:.0f}/{o['rss_open_mb']['file']:.0f} MB "
-        f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after queries), "
-        f"then p50 {o['p50_ms']:.2f} ms (ids only {o['p50_ids_only_ms']:.2f})"
-        for kind, o in row["open"].items()
-        if isinstance(o, dict) and "open_s" in o
+    held = row["calibrated_on_queries"]
+    lines.append(
+        f"  calibrated on every other query, on the rest: R@10 {held['recall@10']:.3f} p50 {held['p50_ms']:.2f} ms, scanned "
+        f"{held['fraction_scanned']:.1%}; Chroma R@10 {held['chroma_recall@10']:.3f} p50 {held['chroma_p50_ms']:.2f} ms "
+        f"({held['chroma_p50_ms'] / held['p50_ms']:.2f}x Chroma's speed)"
     )
+    path = row["result_path"]
+    lines.append(
+        f"  result path: Chroma read {path['chroma_read_p50_ms']:.2f} ms, nodes {path['nodes_p50_ms']:.2f} ms (p50, 10 hits)"
+    )
+    for name, m in row["through_vector_store_index"].items():
+        lines.append(f"  VectorStoreIndex over {name:22} R@10 {m['recall@10']:.3f} p50 {m['p50_ms']:.2f} ms")
+    for kind, o in row["open"].items():
+        if isinstance(o, dict) and "open_s" in o:
+            lines.append(
+                f"  open {kind}: {o['open_s']:.1f} s, RSS anon/file +{o['rss_open_mb']['anon']:.0f}/{o['rss_open_mb']['file']:.0f} MB "
+                f"(+{o['rss_after_queries_mb']['anon']:.0f}/{o['rss_after_queries_mb']['file']:.0f} after the queries), "
+                f"then p50 {o['p50_ms']:.2f} ms (ids only {o['p50_ids_only_ms']:.2f})"
+            )
     if chroma_read := row["open"].get("chroma_first_read"):
-        opens += f"; of which Chroma's first read +{chroma_read['rss_mb']['anon']:.0f} MB anon ({chroma_read['read_s']:.1f} s)"
-    default, chroma, ids_only = row["default"], row["chroma_default"], row["ids_only"]
-    return (
-        f"{row['n_docs']:>8} k {row['n_clusters']} (largest {row['largest_over_mean']:.1f}x mean): default R@10 "
-        f"{default['recall@10']:.3f} p50 {default['p50_ms']:.2f} ms, scanned {default['fraction_scanned']:.1%}; chroma R@10 "
-        f"{chroma['recall@10']:.3f} p50 {chroma['p50_ms']:.2f} ms ({chroma['p50_ms'] / default['p50_ms']:.2f}x; with the faiss kernel "
-        f"{row['default_faiss_kernel']['p50_ms']:.2f} ms, {chroma['p50_ms'] / row['default_faiss_kernel']['p50_ms']:.2f}x); ids only R@10 "
-        f"{ids_only['recall@10']:.3f} p50 {ids_only['p50_ms']:.2f} ms, {faiss_text}; {opens}; vectors "
-        f"{row['open']['warm']['vectors_mb']:.0f} MB; float16 R@10 {row['open']['float16_recall@10']:.3f}; build s "
-        + ", ".join(f"{k} {v:.0f}" for k, v in row["build_s"].items())
+        lines.append(
+            f"  of which Chroma's first read +{chroma_read['rss_mb']['anon']:.0f} MB anon ({chroma_read['read_s']:.1f} s)"
+        )
+    lines.append(
+        f"  float16 R@10 {row['open']['float16_recall@10']:.3f}; build s "
+        + ", ".join(f"{k} {v:.1f}" for k, v in row["build_s"].items())
     )
+    return "\n".join(lines)
 
 
 def phase(n: int, text: str) -> None:
@@ -152,10 +182,41 @@ def phase(n: int, text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {n}: {text}", file=sys.stderr, flush=True)
 
 
-def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Generator, embed_model) -> dict:
-    phase(n, "sampling vectors, exact top-10")
-    vectors = sample_between(anchors, n, NOISE, rng)
-    queries = sample_between(anchors, n_queries, NOISE, rng)
+def real_embeddings(embed_model, dataset: Path, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real all-MiniLM-L6-v2 embeddings of two public collections (``dataset``, CISI by default,
+    and BBC News), and real queries: the dataset's own, topped up with BBC headlines."""
+    data, bbc, rng = load_beir(dataset), load_bbc_news(), np.random.default_rng(0)
+    corpus = [d.get_content(metadata_mode="embed") for d in data.corpus + bbc.corpus]
+    anchors = embed_texts(embed_model, corpus, show_progress=True)
+    texts = list(data.queries.values())
+    headlines = list(bbc.queries.values())
+    texts += [headlines[i] for i in rng.choice(len(headlines), max(0, n_queries - len(texts)), replace=False)]
+    return anchors, np.stack([embed_query(embed_model, text) for text in texts[:n_queries]])
+
+
+def realistic(anchors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Vectors close to real ones: each a mix of a real embedding and two of its 5 nearest
+    real neighbours, plus a little noise (``REALISTIC_NOISE``)."""
+    return sample_between(anchors, n, REALISTIC_NOISE, rng, neighbours=5)
+
+
+def p50(ms: np.ndarray) -> float:
+    return float(np.percentile(ms, 50))
+
+
+def alternating(fns: dict, queries: np.ndarray) -> dict[str, tuple[list, np.ndarray]]:
+    """Each query asked of every method in turn (so drift on the machine hits them alike)."""
+    found: dict[str, list] = {name: [] for name in fns}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for q in queries:
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            found[name].append(fn(q))
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: (found[name], np.asarray(times[name])) for name in fns}
+
+
+def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model) -> dict:
     ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
     exact = [ids[np.argpartition(-(vectors @ q), 10)[:10]].tolist() for q in queries]
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,46 +230,51 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         started = time.perf_counter()
         index = ClusterIndex.from_vector_store(source, client=client, embed_model=embed_model, name="bench", show_progress=False)
         build_s = time.perf_counter() - started
+        started = time.perf_counter()
+        index.lists.kernel(AUTO_CODEC)  # what the auto kernel builds in the background after a write, built here at once
+        codes_s = time.perf_counter() - started
+        floats = SearchParams(scan_kernel="numpy")
+        faiss_kernel = SearchParams(scan_kernel="faiss")
+        index.search(queries[0], 10, faiss_kernel)  # FAISS's copy of the lists is made on the first call
 
         def chroma(q):
             return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
 
-        def default_path(q):
-            return [h.node.node_id for h in index.search(q, top_k=10).hits]
+        def nodes(params=None):
+            return lambda q: [h.node.node_id for h in index.search(q, 10, params).hits]
+
+        def ids_only(params=None):
+            return lambda q: index.search(q, 10, params, with_nodes=False).ids
 
         phase(n, "timing queries")
         stats = [index.search(q, top_k=10).stats for q in queries]
-        chroma(queries[0]), default_path(queries[0])
-        chroma_found, chroma_ms = timed(chroma, queries)
-        ours_found, ours_ms = timed(default_path, queries)
-        ours_recall = recall_at_10(ours_found, exact)
+        methods = {
+            "chroma_default": chroma,
+            "default": nodes(),
+            "default_float32": nodes(floats),
+            "default_faiss_kernel": nodes(faiss_kernel),
+            "ids_only": ids_only(),
+            "ids_only_float32": ids_only(floats),
+            "ids_only_faiss_kernel": ids_only(faiss_kernel),
+        }
+        for fn in methods.values():
+            fn(queries[0])
+        measured = {
+            name: {"recall@10": recall_at_10(found, exact), "p50_ms": p50(ms)}
+            for name, (found, ms) in alternating(methods, queries).items()
+        }
+        measured["default"]["fraction_scanned"] = float(np.mean([s.fraction_scanned for s in stats]))
+        measured["result_path"] = result_path(index, queries)
+        measured["through_vector_store_index"] = through_vector_store_index(source, embed_model, queries, exact)
+        measured["calibrated_on_queries"] = calibrated_on_queries(index, chroma, queries, exact)
+        index.cache_records()
+        measured["default_cached_records"] = {"p50_ms": p50(timed(nodes(), queries)[1])}
 
-        # ids only: our route + scan at the defaults against FAISS IVF-Flat at the same recall
-        lists = index.lists
-        factor = budget_factor(index.manifest.calibration, 10, DEFAULT_TARGET_RECALL)
-
-        def ids_only(q):  # what the default path scans, without fetching documents
-            return lists.scan(q, route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor), 10).ids
-
-        scan_found, scan_ms = timed(ids_only, queries)
-
-        def ids_only_faiss_kernel(q):
-            return lists.scan(
-                q, route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor), 10, kernel="faiss"
-            ).ids
-
-        ids_only_faiss_kernel(queries[0])  # FAISS's copy of the lists is made on the first call
-        kernel_found, kernel_ms = timed(ids_only_faiss_kernel, queries)
-        faiss_kernel = SearchParams(scan_kernel="faiss")
-
-        def faiss_default_path(q):
-            return [h.node.node_id for h in index.search(q, 10, faiss_kernel).hits]
-
-        faiss_default_path(queries[0])
-        faiss_default_found, faiss_default_ms = timed(faiss_default_path, queries)
         phase(n, "FAISS IVF-Flat")
         started = time.perf_counter()
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(lists.dim), lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFFlat(
+            faiss.IndexFlatIP(index.lists.dim), index.lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT
+        )
         ivf.train(vectors)
         ivf.add(vectors)
         faiss_build_s = time.perf_counter() - started
@@ -217,8 +283,8 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
         for n_probe in (*PROBES, 384, 512, 768, 1024):
             ivf.nprobe = n_probe
             found, ms = timed(lambda q: ids[ivf.search(q[None, :], 10)[1][0]].tolist(), queries)
-            curve.append({"nprobe": n_probe, "p50_ms": float(np.percentile(ms, 50)), "recall@10": recall_at_10(found, exact)})
-        faiss_equal = next((row for row in curve if row["recall@10"] >= recall_at_10(scan_found, exact)), None)
+            curve.append({"nprobe": n_probe, "p50_ms": p50(ms), "recall@10": recall_at_10(found, exact)})
+        faiss_equal = next((row for row in curve if row["recall@10"] >= measured["ids_only"]["recall@10"]), None)
         index.close()
         phase(n, "opening in fresh processes")
         opened = open_costs(tmp, queries)
@@ -226,24 +292,67 @@ def bench_size(n: int, anchors: np.ndarray, n_queries: int, rng: np.random.Gener
     return {
         "n_docs": n,
         "n_clusters": index.n_clusters,
+        "target_recall": DEFAULT_TARGET_RECALL,
         "largest_over_mean": float(index.cluster_sizes.max() / index.cluster_sizes.mean()),
-        "build_s": {"chroma_collection": chroma_build_s, "cluster_index_adopt": build_s, "faiss_ivf": faiss_build_s},
-        "default": {
-            "recall@10": ours_recall,
-            "p50_ms": float(np.percentile(ours_ms, 50)),
-            "fraction_scanned": float(np.mean([s.fraction_scanned for s in stats])),
+        "build_s": {
+            "chroma_collection": chroma_build_s,
+            "cluster_index_adopt": build_s,
+            "sq8_codes": codes_s,
+            "faiss_ivf": faiss_build_s,
         },
-        "chroma_default": {"recall@10": recall_at_10(chroma_found, exact), "p50_ms": float(np.percentile(chroma_ms, 50))},
-        "ids_only": {"recall@10": recall_at_10(scan_found, exact), "p50_ms": float(np.percentile(scan_ms, 50))},
-        "ids_only_faiss_kernel": {"recall@10": recall_at_10(kernel_found, exact), "p50_ms": float(np.percentile(kernel_ms, 50))},
-        "default_faiss_kernel": {
-            "recall@10": recall_at_10(faiss_default_found, exact),
-            "p50_ms": float(np.percentile(faiss_default_ms, 50)),
-        },
+        **measured,
         "faiss_curve": curve,
         "faiss_at_equal_recall": faiss_equal,
         "open": opened,
     }
+
+
+def calibrated_on_queries(index: ClusterIndex, chroma, queries: np.ndarray, exact: list[list[str]]) -> dict[str, float]:
+    """``index.calibrate`` on every other query; the default path and Chroma on the rest."""
+    index.calibrate(queries[1::2])
+    held_out, held_exact = queries[::2], exact[::2]
+    found = alternating({"default": lambda q: index.search(q, 10).ids, "chroma_default": chroma}, held_out)
+    (ours, ours_ms), (theirs, theirs_ms) = found["default"], found["chroma_default"]
+    stats = [index.search(q, top_k=10, with_nodes=False).stats.fraction_scanned for q in held_out]
+    return {
+        "recall@10": recall_at_10(ours, held_exact),
+        "p50_ms": p50(ours_ms),
+        "fraction_scanned": float(np.mean(stats)),
+        "chroma_recall@10": recall_at_10(theirs, held_exact),
+        "chroma_p50_ms": p50(theirs_ms),
+    }
+
+
+def result_path(index: ClusterIndex, queries: np.ndarray) -> dict[str, float]:
+    """What the default path adds to the scan, measured apart: the one Chroma read of the ten
+    hits' records, and making their nodes."""
+    snapshot = index._live.snapshot
+    hit_ids = [index.search(q, 10, with_nodes=False).ids for q in queries]
+    records, read_ms = timed(lambda ids: fetch(index.store, snapshot, ids, True, False), hit_ids)
+    pairs = list(zip(hit_ids, records, strict=True))
+    _, nodes_ms = timed(lambda pair: hits(snapshot.lists, pair[1], pair[0], [0.0] * len(pair[0])), pairs)
+    return {"chroma_read_p50_ms": p50(read_ms), "nodes_p50_ms": p50(nodes_ms)}
+
+
+def through_vector_store_index(source, embed_model, queries: np.ndarray, exact: list[list[str]]) -> dict[str, dict[str, float]]:
+    """As an app asks: a LlamaIndex ``VectorStoreIndex`` over the cluster store and over plain
+    ``ChromaVectorStore`` on the same collection, queried with precomputed embeddings, alternating."""
+    plain = ChromaVectorStore(chroma_collection=source)
+    ours = ClusterVectorStore.from_chroma(plain, name="bench", embed_model=embed_model, show_progress=False)
+    retrievers = {
+        name: VectorStoreIndex.from_vector_store(store, embed_model=embed_model).as_retriever(similarity_top_k=10)
+        for name, store in (("cluster_vector_store", ours), ("chroma_vector_store", plain))
+    }
+
+    def asking(retriever):
+        return lambda q: [hit.node.node_id for hit in retriever.retrieve(QueryBundle(query_str="q", embedding=q.tolist()))]
+
+    methods = {name: asking(retriever) for name, retriever in retrievers.items()}
+    for fn in methods.values():
+        fn(queries[0])
+    measured = alternating(methods, queries)
+    ours.index.close()
+    return {name: {"recall@10": recall_at_10(found, exact), "p50_ms": p50(ms)} for name, (found, ms) in measured.items()}
 
 
 def main() -> None:
@@ -251,6 +360,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--dataset", type=Path, default=CISI)
+    parser.add_argument("--vectors", choices=("realistic", "synthetic"), default="realistic")
     parser.add_argument("--json", type=Path, default=Path("runs/scale.json"))
     parser.add_argument("--open-probe", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
@@ -264,12 +374,24 @@ def main() -> None:
         open_probe(args.open_probe, args.queries_file, args.lists_dtype)
         return
     embed_model = resolve_embed_model()
-    data = load_beir(args.dataset)
-    anchors = embed_texts(embed_model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
     rng = np.random.default_rng(0)
+    if args.vectors == "synthetic":
+        data = load_beir(args.dataset)
+        anchors = embed_texts(embed_model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
+        queries = sample_between(anchors, args.queries, NOISE, rng)
+    else:  # embedding BBC's articles takes minutes here: kept between runs
+        cache = Path("runs") / f"scale_embeddings_{args.dataset.name}_{args.queries}.npz"
+        if cache.exists():
+            anchors, queries = np.load(cache)["anchors"], np.load(cache)["queries"]
+        else:
+            anchors, queries = real_embeddings(embed_model, args.dataset, args.queries)
+            cache.parent.mkdir(exist_ok=True)
+            np.savez(cache, anchors=anchors, queries=queries)
     results = []
     for n in args.sizes.split(","):
-        results.append(bench_size(int(n), anchors, args.queries, rng, embed_model))
+        phase(int(n), f"sampling {args.vectors} vectors")
+        vectors = realistic(anchors, int(n), rng) if args.vectors == "realistic" else sample_between(anchors, int(n), NOISE, rng)
+        results.append({"vectors": args.vectors, **bench_size(int(n), vectors, queries, embed_model)})
         write_json(args.json, results)  # each size as it finishes: the large ones take long
         print(summary(results[-1]), flush=True)
 

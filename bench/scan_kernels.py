@@ -6,7 +6,7 @@ Vectors as in bench/scale.py (mixes of neighbouring real all-MiniLM-L6-v2 CISI e
 plus noise), clustered at the defaults; queries: CISI's real queries. Each query is routed
 once at the defaults (calibrated for target_recall 0.95, k=10), and every kernel scans those
 same clusters: ``numpy`` (float32 rows), ``faiss`` (IVF-Flat), ``sq8`` and ``pq4`` (codes, then
-exact refinement of ``refine x 10`` candidates; ``refine`` per codec unless given). Reported per kernel: p50 and p95 of the scan,
+exact refinement of ``refine x 10`` candidates; ``refine`` chosen per lists version unless given). Reported per kernel: p50 and p95 of the scan,
 recall@10 against exact search over the whole corpus and against the numpy scan of the same
 clusters (what compression loses), the bytes a scan holds resident per vector, and the build
 time (once per lists version). Writes runs/scan_kernels.json.
@@ -73,6 +73,7 @@ def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int | N
                 "resident_bytes_per_vector": resident_bytes(kernel, lists.dim),
                 "float32_bytes_per_vector": 4 * lists.dim,
                 "build_s": build_s,
+                "refine": getattr(kernel, "refine", None),
             }
         )
     return {"n": n, "k": lists.n_clusters, "fit_s": fit_s, "fraction_scanned": scanned, "refine": refine, "kernels": rows}
@@ -94,11 +95,22 @@ def main() -> None:
     for result in results:
         base = result["kernels"][0]["p50_ms"]
         print_table(
-            f"{result['n']:,} vectors, k={result['k']:,}, {result['fraction_scanned']:.1%} scanned, refine {result['refine'] or RefinedKernel.REFINE}",
-            ["kernel", "p50 ms", "vs numpy", "p95 ms", "R@10 vs exact", "R@10 vs numpy", "resident B/vector", "build s"],
+            f"{result['n']:,} vectors, k={result['k']:,}, {result['fraction_scanned']:.1%} scanned",
+            [
+                "kernel",
+                "refine",
+                "p50 ms",
+                "vs numpy",
+                "p95 ms",
+                "R@10 vs exact",
+                "R@10 vs numpy",
+                "resident B/vector",
+                "build s",
+            ],
             [
                 [
                     r["kernel"],
+                    r["refine"] or "-",
                     f"{r['p50_ms']:.2f}",
                     f"{base / r['p50_ms']:.2f}x",
                     f"{r['p95_ms']:.2f}",

@@ -41,7 +41,7 @@ MODES: tuple[str, ...] = ("routed", "flat", "strict")
 ScanKernel = Literal["auto", "numpy", "faiss", "sq8", "pq4"]
 SCAN_KERNELS: tuple[str, ...] = ("auto", "numpy", "faiss", "sq8", "pq4")
 
-DEFAULT_TARGET_RECALL = 0.95
+DEFAULT_TARGET_RECALL = 0.96
 EXACT_SCAN_MAX_FLOATS = 2_000_000
 """Adaptive routing scans everything that matches below this many floats (vectors x dimension):
 measured here, an exact scan of 5,000 384-d vectors costs what routing does (0.28 ms each)."""

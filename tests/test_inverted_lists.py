@@ -118,3 +118,17 @@ def test_auto_without_faiss_scans_the_float_rows(monkeypatch: pytest.MonkeyPatch
     time.sleep(0.05)
     assert "sq8" not in lists._kernels  # nothing was built
     assert kernels.AUTO_CODEC in kernels.KERNELS
+
+
+def test_refinement_depth_is_chosen_on_the_lists_own_rows(monkeypatch: pytest.MonkeyPatch):
+    lists, vectors, labels, ids = make(n=3000, k=16, dim=32, seed=8)
+    monkeypatch.setitem(RefinedKernel.REFINE, "pq4", 1)  # start too shallow: 4-bit codes miss at depth 1
+    kernel = RefinedKernel(lists.layout, "pq4")
+    assert 1 < kernel.refine <= RefinedKernel.REFINE_MAX
+    found = []
+    for row in range(0, 3000, 97):  # queries it was not calibrated on find the float scan's top 10
+        query = vectors[row]
+        clusters = lists.nonempty(np.argsort(-(lists.centroids @ query))[:8])
+        found.append(len(set(kernel.scan(query, clusters, 10).ids) & set(lists.scan(query, clusters, 10, kernel="numpy").ids)))
+    assert np.mean(found) / 10 >= 0.97
+    assert RefinedKernel(lists.layout, "pq4", refine=3).refine == 3  # an explicit depth is kept

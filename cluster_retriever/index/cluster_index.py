@@ -24,7 +24,7 @@ from cluster_retriever.errors import EmptyCorpusError, StaleIndexError
 from cluster_retriever.index.ingest import check_collection_embedder, check_embedder, node_batches, page_batches
 from cluster_retriever.index.loading import load_live
 from cluster_retriever.index.repair import DEFAULT_NAME, repair
-from cluster_retriever.index.search import check_query_vector, search_snapshot
+from cluster_retriever.index.search import calibration_queries, check_query_vector, search_snapshot
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.index.writer import Writer
@@ -268,6 +268,15 @@ class ClusterIndex:
         """Fit the clusters again over the stored vectors (after many adds or deletes).
         Queries keep running on the old clusters until the new ones are live."""
         self._writer.recluster(n_clusters, random_state, show_progress)
+
+    def calibrate(self, queries: Sequence[str] | np.ndarray) -> None:
+        """Calibrate the routing budget on a sample of real queries (texts, or their embeddings
+        as rows), so ``target_recall`` holds for queries like them; by default the index is
+        calibrated on its own documents. Kept until the next ``recluster``."""
+        vectors = calibration_queries(self.embed_model, queries)
+        for vector in vectors:
+            check_query_vector(self.manifest, vector)
+        self._writer.calibrate(vectors)
 
     def cache_records(self) -> ClusterIndex:
         """Keep every node's text and metadata in memory too, so a query skips the Chroma

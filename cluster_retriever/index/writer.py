@@ -219,6 +219,17 @@ class Writer:
                 self.store.delete_records(data, sorted(leftover))
         return ids
 
+    def calibrate(self, queries: np.ndarray) -> None:
+        """The routing budget calibrated on real query vectors, committed as a new version."""
+
+        def apply(state: Snapshot) -> None:
+            check_query_vector(state.manifest, queries[0])
+            manifest = state.manifest.bumped(calibration=calibrate(state.lists, queries=queries))
+            self.store.manifests.commit(manifest)
+            self.live.switch(Snapshot(manifest, state.lists, state.records))
+
+        self.write("calibrate", apply)
+
     def recluster(self, n_clusters: NClusters, random_state: int | None, show_progress: bool) -> None:
         def apply(state: Snapshot) -> None:
             data = state.manifest.data_collection

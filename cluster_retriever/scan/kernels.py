@@ -166,13 +166,15 @@ class RefinedKernel:
     ``refine x k``: the result is exact among the refined candidates, and a scan reads the
     codes (resident) plus a few hundred float rows (paged in from the lists file)."""
 
-    # Candidates refined per result, by codec. Measured at 100k (bench/scan_kernels.py, CISI
-    # queries, default probes): sq8 at 4 finds what the float scan finds (R@10 1.000 vs numpy);
-    # pq4 at 4 finds 0.897 of it, at 16 0.997.
+    # The least refinement tried, by codec (the depth is then chosen per lists version, see
+    # ``_calibrated_refine``). Measured at 100k (bench/scan_kernels.py, CISI queries, default
+    # probes): sq8 at 4 finds what the float scan finds (R@10 1.000 vs numpy); pq4 at 4 finds
+    # 0.897 of it, at 16 0.997.
     REFINE = {"sq8": 4, "pq4": 16}
+    AGREEMENT = 0.995  # share of the float scan's top 10 the refined scan must find on sampled rows
+    REFINE_MAX = 64
 
     def __init__(self, layout: Layout, codec: str, refine: int | None = None) -> None:
-        self.refine = self.REFINE[codec] if refine is None else refine
         self._faiss = faiss = require("faiss", "faiss")
         self.layout = layout
         dim, nlist = layout.centroids.shape[1], len(layout.centroids)
@@ -185,6 +187,32 @@ class RefinedKernel:
             pq.by_residual = False
             self._ivf = faiss.IndexIVFPQFastScan(_preassigned(faiss, layout, pq))
         self._quantizer = quantizer  # the index keeps a pointer to it, not a reference
+        self.refine = self._calibrated_refine(self.REFINE[codec]) if refine is None else refine
+
+    def _calibrated_refine(self, least: int, n_rows: int = 64, n_probe: int = 8) -> int:
+        """The smallest depth (``least``, doubled up to ``REFINE_MAX``) at which the refined
+        top 10 holds ``AGREEMENT`` of the float scan's top 10, on sampled rows as queries over
+        their nearest clusters: the codes' error measured on this data, not assumed."""
+        layout = self.layout
+        if len(layout.ids) <= 10:
+            return least
+        exact = NumpyKernel(layout)
+        picked = np.random.default_rng(0).choice(len(layout.ids), size=min(n_rows, len(layout.ids)), replace=False)
+        samples = []
+        for row in picked:
+            query = np.asarray(layout.vectors[row], dtype=np.float32)
+            order = np.argsort(-(layout.centroids @ query))
+            clusters = order[layout.sizes[order] > 0][:n_probe]
+            wanted = set(exact.scan(query, np.sort(clusters), 10).ids)
+            _, rows = _search_preassigned(self._faiss, self._ivf, query, clusters, 10 * self.REFINE_MAX)
+            samples.append((query, rows, wanted))
+        refine = least
+        while refine < self.REFINE_MAX:
+            found = [len(wanted & set(scan_rows(layout, q, np.sort(rows[: 10 * refine]), 10).ids)) for q, rows, wanted in samples]
+            if sum(found) >= self.AGREEMENT * sum(len(wanted) for _, _, wanted in samples):
+                break
+            refine *= 2
+        return refine
 
     def scan(self, query: np.ndarray, clusters: np.ndarray | None, top_k: int) -> ScanResult:
         layout = self.layout

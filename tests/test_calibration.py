@@ -1,0 +1,80 @@
+"""The calibration delivers its target, not more: on queries like the ones it was calibrated on,
+routing at the calibrated budget finds about ``target_recall`` of exact search's top 10."""
+
+import numpy as np
+import pytest
+from llama_index.core import Document
+
+from cluster_retriever import ClusterIndex
+from cluster_retriever.calibration import budget_factor, calibrate
+from cluster_retriever.clustering import fit_clusters
+from cluster_retriever.routing import route
+from cluster_retriever.scan.lists import InvertedLists
+from tests.hash_embedding import HashEmbedding
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """Documents around 60 topics; queries further from their topic than documents are."""
+    rng = np.random.default_rng(7)
+    topics = rng.normal(size=(60, 32))
+    vectors = unit(topics[rng.integers(0, 60, 6000)] + rng.normal(scale=0.9, size=(6000, 32)))
+    queries = unit(topics[rng.integers(0, 60, 600)] + rng.normal(scale=1.4, size=(600, 32)))
+    fitted = fit_clusters(vectors, 120, 0)
+    lists = InvertedLists(fitted.centroids, [str(i) for i in range(6000)], vectors, fitted.labels)
+    return lists, vectors, fitted.labels, queries
+
+
+def delivered(world, calibration, queries: np.ndarray, target: float) -> float:
+    lists, vectors, labels, _ = world
+    factor = budget_factor(calibration, 10, target)
+    found = 0
+    for query in queries:
+        probed = route(lists.centroids @ query, lists.sizes, min_docs=10, budget_factor=factor)
+        exact = np.argsort(-(vectors @ query))[:10]
+        found += int(np.isin(labels[exact], probed).sum())
+    return found / (10 * len(queries))
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95])
+def test_calibrated_on_real_queries_it_delivers_the_target_on_queries_like_them(world, target):
+    queries = world[3]
+    on_queries = calibrate(world[0], queries=queries[:300])
+    held_out = delivered(world, on_queries, queries[300:], target)
+    assert abs(held_out - target) <= 0.025, held_out
+    # The documents' own calibration hits its target on document-like queries...
+    lists, vectors = world[0], world[1]
+    on_documents = calibrate(lists, seed=1)
+    assert abs(delivered(world, on_documents, vectors[::20], target) - target) <= 0.025
+    # ...and misses it on these harder queries: why real queries are worth calibrating on.
+    assert delivered(world, on_documents, queries[300:], target) < held_out - 0.01
+
+
+def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
+    words = [f"w{i}" for i in range(400)]
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(words[(i % 20) * 20 : (i % 20) * 20 + 20], 6)) for i in range(600)]
+    docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
+    model = HashEmbedding()
+    index = ClusterIndex.build(docs, path=str(tmp_path), embed_model=model, n_clusters=12, show_progress=False)
+    before = index.manifest
+    questions = [" ".join(rng.choice(words, 3)) for _ in range(40)]
+    index.calibrate(questions)
+    after = index.manifest
+    assert after.version == before.version + 1 and after.calibration != before.calibration
+    vectors = np.asarray([model.get_query_embedding(q) for q in questions], dtype=np.float32)
+    assert after.calibration == calibrate(index.lists, queries=unit(vectors))
+    index.close()
+    reopened = ClusterIndex.open(path=str(tmp_path), embed_model=model)
+    assert reopened.manifest.calibration == after.calibration
+    with pytest.raises(ValueError, match="at least 20"):
+        reopened.calibrate(questions[:5])
+    with pytest.raises(TypeError, match="query texts or an array"):
+        reopened.calibrate([1, 2, 3])
+    with pytest.raises(Exception, match="embed queries with that model"):
+        reopened.calibrate(np.ones((30, 7), dtype=np.float32))
+    reopened.close()
