@@ -8,8 +8,9 @@ from llama_index.core import Document
 from cluster_retriever import ClusterIndex
 from cluster_retriever.calibration import budget_factor, calibrate
 from cluster_retriever.clustering import fit_clusters
+from cluster_retriever.errors import EmbeddingMismatchError
 from cluster_retriever.routing import route
-from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 from tests.hash_embedding import HashEmbedding
 
 
@@ -68,6 +69,8 @@ def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
     assert after.version == before.version + 1 and after.calibration != before.calibration
     vectors = np.asarray([model.get_query_embedding(q) for q in questions], dtype=np.float32)
     assert after.calibration == calibrate(index.lists, queries=unit(vectors))
+    # Off-topic queries are judged against these queries' nearest centroids, not the documents'.
+    assert after.query_fence == outlier_fence(np.max(unit(vectors) @ index.lists.centroids.T, axis=1))
     index.close()
     reopened = ClusterIndex.open(path=str(tmp_path), embed_model=model)
     assert reopened.manifest.calibration == after.calibration
@@ -75,6 +78,8 @@ def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
         reopened.calibrate(questions[:5])
     with pytest.raises(TypeError, match="query texts or an array"):
         reopened.calibrate([1, 2, 3])
-    with pytest.raises(Exception, match="embed queries with that model"):
+    with pytest.raises(EmbeddingMismatchError, match="embed queries with that model"):
         reopened.calibrate(np.ones((30, 7), dtype=np.float32))
+    reopened.recluster(random_state=1)  # new centroids: back to the documents' calibration and fence
+    assert reopened.manifest.query_fence is None and reopened.manifest.calibration != after.calibration
     reopened.close()

@@ -67,7 +67,8 @@ def probes(snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchPara
     if params.mode == "flat":
         return None
     similarity = lists.centroids @ query
-    if adaptive and float(np.max(similarity)) < lists.fence:
+    fence = lists.fence if snapshot.manifest.query_fence is None else snapshot.manifest.query_fence
+    if adaptive and float(np.max(similarity)) < fence:
         return None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
     return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor)
 

@@ -27,7 +27,7 @@ from cluster_retriever.index.ingest import Batch, node_rows, page_batches
 from cluster_retriever.index.search import check_query_vector
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
-from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 from cluster_retriever.store.chroma import GenerationGone
 from cluster_retriever.store.locking import WriterLock
 from cluster_retriever.store.manifest import Manifest
@@ -122,6 +122,7 @@ class Writer:
                 "clustered_count": len(all_ids),
                 "calibration": calibrate(lists, random_state),
                 "outlier_fence": lists.fence if math.isfinite(lists.fence) else None,
+                "query_fence": None,  # fitted on the old centroids: calibrate on queries again
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
             manifest = (
@@ -220,11 +221,16 @@ class Writer:
         return ids
 
     def calibrate(self, queries: np.ndarray) -> None:
-        """The routing budget calibrated on real query vectors, committed as a new version."""
+        """The routing budget calibrated on real query vectors, and the off-topic fence set from
+        them (a query further from every centroid than these queries' outer fence is searched
+        exactly), committed as a new version."""
 
         def apply(state: Snapshot) -> None:
             check_query_vector(state.manifest, queries[0])
-            manifest = state.manifest.bumped(calibration=calibrate(state.lists, queries=queries))
+            nearest = np.max(queries @ state.lists.centroids.T, axis=1)  # each query's nearest centroid
+            manifest = state.manifest.bumped(
+                calibration=calibrate(state.lists, queries=queries), query_fence=outlier_fence(nearest)
+            )
             self.store.manifests.commit(manifest)
             self.live.switch(Snapshot(manifest, state.lists, state.records))
 

@@ -42,6 +42,11 @@ class Manifest(BaseModel):
     outlier_fence: float | None = Field(
         None, description="Affinity to its centroid below which a record is always scanned (None: from the lists)."
     )
+    query_fence: float | None = Field(
+        None,
+        description="Nearest-centroid similarity below which a query is searched exactly, from real queries "
+        "(ClusterIndex.calibrate); None: outlier_fence.",
+    )
     updated_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @field_validator("calibration", mode="before")
