@@ -82,6 +82,7 @@ def main() -> None:
             flat_all = ir_metrics(data.qrels, flat_run, ["ndcg@10", "recall@100"])
             per_setting: dict[str, list[dict[str, float]]] = {"defaults": [], "routed": [], CALIBRATED: []}
             qids = list(vectors)
+            flat_by_qid = dict(zip(qids, flat_top100, strict=True))
             held_out = {qid: vectors[qid] for qid in qids[::2]}  # the other half calibrates
             held_flat = ir_metrics(
                 judged(data.qrels, held_out), {qid: flat_run[qid] for qid in held_out}, ["ndcg@10", "recall@100"]
@@ -97,7 +98,7 @@ def main() -> None:
                     ranking, scanned, top100 = run(index, asked, params=params)
                     metrics = ir_metrics(judged(data.qrels, asked), ranking, ["ndcg@10", "recall@100"])
                     flat = held_flat if setting == CALIBRATED else flat_all
-                    pairs = [(top, flat_top100[qids.index(qid)]) for qid, top in zip(asked, top100, strict=True)]
+                    pairs = [(top, flat_by_qid[qid]) for qid, top in zip(asked, top100, strict=True)]
                     per_setting[setting].append(
                         {
                             "ndcg_ratio": metrics["ndcg@10"] / flat["ndcg@10"],

@@ -17,8 +17,12 @@ on a sample of real queries instead, and then delivers the target on queries lik
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+
+from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.routing import default_scan_budget, route
 from cluster_retriever.scan.lists import InvertedLists
 
@@ -26,6 +30,7 @@ TARGETS = (0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 0.999)
 DEPTHS = (10, 100)
 PSEUDO_QUERIES = 256
 MIN_DOCS = 50  # below this there is nothing to calibrate: small indexes are scanned exactly
+MIN_QUERIES = 20  # real queries ``ClusterIndex.calibrate`` asks for at least
 _BATCH = 32
 
 Calibration = dict[str, dict[str, float]]
@@ -77,6 +82,22 @@ def calibrate(lists: InvertedLists, seed: int = 0, queries: np.ndarray | None = 
             ceiling = _smallest_budget(covered[:, :width], target) / unit
             by_target[str(target)] = _smallest_routed_factor(similarity, lists.sizes, clusters[:, :width], target, ceiling, depth)
     return table
+
+
+def calibration_queries(embed_model: BaseEmbedding, queries: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Real queries to calibrate on, as unit rows: texts are embedded with the index's model."""
+    if isinstance(queries, np.ndarray):
+        vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    elif all(isinstance(query, str) for query in queries):
+        vectors = np.asarray([embed_query(embed_model, query) for query in queries], dtype=np.float32).reshape(len(queries), -1)
+    else:
+        raise TypeError("queries must be query texts or an array of their embeddings (one row a query).")
+    if len(vectors) < MIN_QUERIES:
+        raise ValueError(
+            f"Calibrating on {len(vectors)} queries would promise little: give at least {MIN_QUERIES} "
+            f"real queries (a sample of your users' questions, or an evaluation set's)."
+        )
+    return unit_rows(vectors)
 
 
 def _smallest_routed_factor(

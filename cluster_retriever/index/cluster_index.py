@@ -17,6 +17,7 @@ from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import MetadataFilters
 from tqdm.auto import tqdm
 
+from cluster_retriever.calibration import calibration_queries
 from cluster_retriever.clustering import NClusters, cluster_top_terms, resolve_n_clusters
 from cluster_retriever.datasets import count_documents, iter_documents
 from cluster_retriever.embeddings import resolve_embed_model
@@ -24,7 +25,7 @@ from cluster_retriever.errors import EmptyCorpusError, StaleIndexError
 from cluster_retriever.index.ingest import check_collection_embedder, check_embedder, node_batches, page_batches
 from cluster_retriever.index.loading import load_live
 from cluster_retriever.index.repair import DEFAULT_NAME, repair
-from cluster_retriever.index.search import calibration_queries, check_query_vector, search_snapshot
+from cluster_retriever.index.search import check_query_vector, search_snapshot
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.index.writer import Writer

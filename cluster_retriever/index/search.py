@@ -7,15 +7,12 @@ longer match, and reads the winners' records in one Chroma read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore
 
 from cluster_retriever.calibration import budget_factor
-from cluster_retriever.embeddings import embed_query
 from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError
 from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.index.snapshot import Records, Snapshot
@@ -26,8 +23,6 @@ from cluster_retriever.store.manifest import Manifest
 from cluster_retriever.store.records import to_node
 from cluster_retriever.types import SearchParams, SearchResult, SearchStats
 
-MIN_CALIBRATION_QUERIES = 20
-
 
 def check_query_vector(manifest: Manifest, vector: np.ndarray) -> None:
     if vector.shape != (manifest.dimension,):
@@ -37,23 +32,6 @@ def check_query_vector(manifest: Manifest, vector: np.ndarray) -> None:
         )
     if not np.all(np.isfinite(vector)) or not np.any(vector):
         raise InvalidQueryError("The query embedding has NaN, infinite or only zero values: check the embedding model's output.")
-
-
-def calibration_queries(embed_model: BaseEmbedding, queries: Sequence[str] | np.ndarray) -> np.ndarray:
-    """Queries to calibrate on, as unit vectors: texts are embedded with the index's model."""
-    if isinstance(queries, np.ndarray):
-        vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    elif all(isinstance(query, str) for query in queries):
-        vectors = np.asarray([embed_query(embed_model, query) for query in queries], dtype=np.float32).reshape(len(queries), -1)
-    else:
-        raise TypeError("queries must be query texts or an array of their embeddings (one row a query).")
-    if len(vectors) < MIN_CALIBRATION_QUERIES:
-        raise ValueError(
-            f"Calibrating on {len(vectors)} queries would promise little: give at least {MIN_CALIBRATION_QUERIES} "
-            f"real queries (a sample of your users' questions, or an evaluation set's)."
-        )
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
 
 
 def probes(snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchParams, sizes: np.ndarray) -> np.ndarray | None:

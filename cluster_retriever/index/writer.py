@@ -225,8 +225,7 @@ class Writer:
         them (a query further from every centroid than these queries' outer fence is searched
         exactly), committed as a new version."""
 
-        def apply(state: Snapshot) -> None:
-            check_query_vector(state.manifest, queries[0])
+        def apply(state: Snapshot) -> None:  # the queries were checked by ClusterIndex.calibrate
             nearest = np.max(queries @ state.lists.centroids.T, axis=1)  # each query's nearest centroid
             manifest = state.manifest.bumped(
                 calibration=calibrate(state.lists, queries=queries), query_fence=outlier_fence(nearest)
