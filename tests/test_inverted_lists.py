@@ -120,6 +120,29 @@ def test_auto_without_faiss_scans_the_float_rows(monkeypatch: pytest.MonkeyPatch
     assert kernels.AUTO_CODEC in kernels.KERNELS
 
 
+def test_a_failed_code_build_is_logged_once_and_queries_keep_the_float_rows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def broken(layout: object) -> None:
+        raise MemoryError("no room for codes")
+
+    monkeypatch.setitem(kernels.KERNELS, kernels.AUTO_CODEC, broken)
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    query, clusters = vectors[3], [int(labels[3]), 1, 2]
+    with caplog.at_level("WARNING", logger="cluster_retriever.scan.lists"):
+        assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+        deadline = time.monotonic() + 30
+        while not caplog.records:
+            assert time.monotonic() < deadline, "the failed build was never reported"
+            time.sleep(0.01)
+        for _ in range(5):  # no retry storm: one build per version of the lists
+            assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+        time.sleep(0.05)
+    assert len(caplog.records) == 1 and "MemoryError: no room for codes" in caplog.text
+    assert "float rows" in caplog.text
+    assert lists.scan(query, clusters, 10).ids == lists.scan(query, clusters, 10, kernel="numpy").ids
+
+
 def test_refinement_depth_is_chosen_on_the_lists_own_rows(monkeypatch: pytest.MonkeyPatch):
     lists, vectors, labels, ids = make(n=3000, k=16, dim=32, seed=8)
     monkeypatch.setitem(RefinedKernel.REFINE, "pq4", 1)  # start too shallow: 4-bit codes miss at depth 1

@@ -21,16 +21,16 @@ from cluster_retriever.calibration import calibration_queries
 from cluster_retriever.clustering import NClusters, cluster_top_terms, resolve_n_clusters
 from cluster_retriever.datasets import count_documents, iter_documents
 from cluster_retriever.embeddings import resolve_embed_model
-from cluster_retriever.errors import EmptyCorpusError, StaleIndexError
+from cluster_retriever.errors import EmptyCorpusError
 from cluster_retriever.index.ingest import check_collection_embedder, check_embedder, node_batches, page_batches
 from cluster_retriever.index.loading import load_live
 from cluster_retriever.index.repair import DEFAULT_NAME, repair
-from cluster_retriever.index.search import check_query_vector, search_snapshot
+from cluster_retriever.index.search import check_query_vector, search_live
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.index.writer import Writer
 from cluster_retriever.scan.lists import InvertedLists
-from cluster_retriever.store.chroma import ChromaStore, GenerationGone, pages
+from cluster_retriever.store.chroma import ChromaStore, pages
 from cluster_retriever.store.clients import ClientAPI, client_of, connect, source_collection
 from cluster_retriever.store.lists_file import ListsFile, lists_file_for
 from cluster_retriever.store.locking import WriterLock
@@ -283,8 +283,7 @@ class ClusterIndex:
         """Keep every node's text and metadata in memory too, so a query skips the Chroma
         round trip that fetches its winners (about as long as Chroma's whole query). Memory
         then grows with the corpus text; ``add``, ``delete`` and ``recluster`` keep it in step."""
-        state = self._live.snapshot
-        self._live.switch(Snapshot(state.manifest, state.lists, self._live.read_records(state.manifest)))
+        self._live.cache_records()
         return self
 
     def repair(self) -> dict[str, Any]:
@@ -330,20 +329,7 @@ class ClusterIndex:
         covered. ``with_nodes=False``: ids and scores only, no document read."""
         params = self._params if params is None else params
         check_query_vector(self.manifest, query)
-        self._live.maybe_refresh()
-        for attempt in range(2):
-            snapshot = self._live.snapshot
-            with self._live.readers.reading(snapshot.manifest.generation):
-                try:
-                    return search_snapshot(self.store, snapshot, query, top_k, params, with_nodes)
-                except GenerationGone:
-                    if attempt:
-                        break
-            self.refresh()  # another process re-clustered: follow it
-        raise StaleIndexError(
-            f"Index {self.store.name!r} was rebuilt by another writer while this query ran, twice: "
-            f"reopen it with ClusterIndex.open(...)."
-        )
+        return search_live(self._live, query, top_k, params, with_nodes)
 
     def get_nodes(self, node_ids: Sequence[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
         """Nodes by id and/or metadata filter, read from the data collection."""

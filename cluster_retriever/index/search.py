@@ -13,12 +13,13 @@ import numpy as np
 from llama_index.core.schema import NodeWithScore
 
 from cluster_retriever.calibration import budget_factor
-from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError
+from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError, StaleIndexError
 from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.index.snapshot import Records, Snapshot
+from cluster_retriever.index.state import LiveState
 from cluster_retriever.routing import route
 from cluster_retriever.scan.lists import InvertedLists
-from cluster_retriever.store.chroma import ChromaStore
+from cluster_retriever.store.chroma import ChromaStore, GenerationGone
 from cluster_retriever.store.manifest import Manifest
 from cluster_retriever.store.records import to_node
 from cluster_retriever.types import SearchParams, SearchResult, SearchStats
@@ -49,6 +50,25 @@ def probes(snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchPara
     if adaptive and float(np.max(similarity)) < fence:
         return None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
     return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor)
+
+
+def search_live(live: LiveState, query: np.ndarray, top_k: int, params: SearchParams, with_nodes: bool) -> SearchResult:
+    """``search_snapshot`` on the live snapshot, read-counted so its generation is not dropped
+    under it; when another process re-clustered meanwhile, follow it and search once more."""
+    live.maybe_refresh()
+    for attempt in range(2):
+        snapshot = live.snapshot
+        with live.readers.reading(snapshot.manifest.generation):
+            try:
+                return search_snapshot(live.store, snapshot, query, top_k, params, with_nodes)
+            except GenerationGone:
+                if attempt:
+                    break
+        live.sync(compare_metadata=True)  # another process re-clustered: follow it
+    raise StaleIndexError(
+        f"Index {live.store.name!r} was rebuilt by another writer while this query ran, twice: "
+        f"reopen it with ClusterIndex.open(...)."
+    )
 
 
 def search_snapshot(

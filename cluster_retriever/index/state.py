@@ -98,3 +98,8 @@ class LiveState:
 
     def read_records(self, manifest: Manifest) -> Records:
         return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.data_collection)}
+
+    def cache_records(self) -> None:
+        """Keep every record's text and metadata of the live snapshot in memory too."""
+        state = self.snapshot
+        self.switch(Snapshot(state.manifest, state.lists, self.read_records(state.manifest)))

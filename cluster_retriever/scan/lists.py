@@ -9,6 +9,7 @@ no filtered-HNSW recall loss.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 from cluster_retriever.filters import NO_RESTRICTION, MetadataColumns, Restriction
 from cluster_retriever.scan.kernels import AUTO_CODEC, KERNELS, Kernel, Layout, ScanResult, faiss_installed, scan_rows
 from cluster_retriever.scan.masks import MaskCache
+
+logger = logging.getLogger(__name__)
 
 
 class InvertedLists:
@@ -174,8 +177,23 @@ class InvertedLists:
             start = built is None and not self._building
             self._building = self._building or start
         if start:
-            threading.Thread(target=self.kernel, args=(AUTO_CODEC,), name="cluster-retriever-codes", daemon=True).start()
+            threading.Thread(target=self._build_codes, name="cluster-retriever-codes", daemon=True).start()
         return built if built is not None else self.kernel("numpy")
+
+    def _build_codes(self) -> None:
+        """Build the auto kernel's codes; a failure is logged once and this version of the lists
+        keeps scanning the float rows (the next write's version tries again)."""
+        try:
+            self.kernel(AUTO_CODEC)
+        except Exception as exc:  # a FAISS error, memory: queries must not notice beyond speed
+            logger.warning(
+                "building the %s scan codes of %d vectors failed (%s: %s); queries scan the float rows, "
+                "as scan_kernel='numpy' does, until the next write.",
+                AUTO_CODEC,
+                len(self.ids),
+                type(exc).__name__,
+                exc,
+            )
 
     def scan(
         self,
