@@ -3,31 +3,35 @@
     python bench/rerank_simulation.py [--dataset ../shared/datasets/cisi] [--depth 50] [--top-n 10]
 
 No LLM on this machine judges relevance better than chance, so the judges are simulated
-over the qrels: ``oracle`` prefers the passage with the higher judged relevance;
-``noisy p`` answers like the oracle but wrongly with probability p per call; ``biased b``
-answers "A" (the first passage) with probability b, else like the oracle. Equal relevance
-counts as unsure, and an unsure judge answers "A". Each judge runs through the real
-``PairwiseLLMReranker`` (both-order querying, caching, budget), only the judge is simulated.
-Reports nDCG@10 of the reranked top-``depth`` first stage and LLM calls per query.
+over the qrels: ``noisy p`` answers like the oracle (the passage with the higher judged
+relevance) but wrongly with probability p per call; ``biased b`` answers "A" (the first
+passage) with probability b, else like the oracle; equal relevance counts as unsure, and an
+unsure judge answers "A". ``realistic`` errs the way a small model does, consistently: it
+perceives each passage's relevance as its judged grade plus a fixed error of its own
+(normal, sd 0.5), answers "A" with probability sigmoid(3 * (perceived A - perceived B) + 0.8)
+(the 0.8: a position bias, 69% "A" between two equal passages), so its accuracy grows with
+the relevance gap, and it gives the same answer to the same question (temperature 0).
+Each judge runs through the real ``PairwiseLLMReranker`` (both-order querying, caching,
+budget), only the judge is simulated. Reports nDCG@10 of the reranked top-``depth`` first
+stage, as a ratio of all-pairs with the same judge, and LLM calls per query.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 from pathlib import Path
 
 import numpy as np
+from _first_stage import CISI, first_stage
 from _report import write_json
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from cluster_retriever import PairwiseLLMReranker
 from cluster_retriever.datasets import load_beir
-from cluster_retriever.embeddings import embed_query, embed_texts, resolve_embed_model
 from cluster_retriever.evaluation.metrics import ir_metrics
-
-CISI = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cisi"
 
 
 class SimulatedJudge:
@@ -50,17 +54,6 @@ class SimulatedJudge:
         return truth
 
 
-def first_stage(data, depth: int) -> dict[str, list[str]]:
-    model = resolve_embed_model()
-    vectors = embed_texts(model, [d.get_content(metadata_mode="embed") for d in data.corpus], show_progress=True)
-    ids = [d.doc_id for d in data.corpus]
-    runs = {}
-    for qid, text in data.judged_queries.items():
-        scores = vectors @ embed_query(model, text)
-        runs[qid] = [ids[i] for i in np.argsort(-scores)[:depth]]
-    return runs
-
-
 def rerank_all(runs, judge, method: str, top_n: int, both_orders: bool = True) -> tuple[dict, float]:
     reranker = PairwiseLLMReranker(model="simulated", method=method, top_n=top_n, both_orders=both_orders, judge=judge)
     ranked, calls = {}, []
@@ -73,12 +66,38 @@ def rerank_all(runs, judge, method: str, top_n: int, both_orders: bool = True) -
     return ranked, float(np.mean(calls))
 
 
+class RealisticJudge(SimulatedJudge):
+    """Consistent errors per passage, accuracy growing with the relevance gap, position bias."""
+
+    def __init__(
+        self, qrels: dict[str, dict[str, int]], seed: int = 0, error_sd: float = 0.5, sharpness: float = 3.0, bias: float = 0.8
+    ) -> None:
+        super().__init__(qrels, seed=seed)
+        self.error_sd, self.sharpness, self.position_bias = error_sd, sharpness, bias
+        self.cache_key = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}"
+
+    def _draw(self, *key: str) -> random.Random:
+        return random.Random(f"{self.cache_key}|{self.query_id}|{'|'.join(key)}")
+
+    def perceived(self, passage: str) -> float:
+        return self.qrels.get(self.query_id, {}).get(passage, 0) + self._draw(passage).gauss(0, self.error_sd)
+
+    async def __call__(self, query: str, passage_a: str, passage_b: str) -> str:
+        margin = self.sharpness * (self.perceived(passage_a) - self.perceived(passage_b)) + self.position_bias
+        return "A" if self._draw(passage_a, passage_b).random() < 1 / (1 + math.exp(-margin)) else "B"
+
+
 JUDGES = {
     "noisy p=0.1": {"noise": 0.1},
     "noisy p=0.2": {"noise": 0.2},
     "noisy 0.1 + biased 0.2": {"noise": 0.1, "bias": 0.2},
     "noisy 0.2 + biased 0.3": {"noise": 0.2, "bias": 0.3},
+    "realistic": {},
 }
+
+
+def make_judge(qrels: dict[str, dict[str, int]], name: str) -> SimulatedJudge:
+    return RealisticJudge(qrels) if name == "realistic" else SimulatedJudge(qrels, **JUDGES[name])
 
 
 def main() -> None:
@@ -95,9 +114,9 @@ def main() -> None:
     for depth, top_n in settings:
         runs = {q: ds[:depth] for q, ds in runs_at.items()}
         base = ir_metrics(data.qrels, {q: {d: -r for r, d in enumerate(ds)} for q, ds in runs.items()}, ["ndcg@10"])["ndcg@10"]
-        for judge_name, params in JUDGES.items():
+        for judge_name in JUDGES:
             for method in args.methods.split(","):
-                ranked, calls = rerank_all(runs, SimulatedJudge(data.qrels, **params), method, top_n)
+                ranked, calls = rerank_all(runs, make_judge(data.qrels, judge_name), method, top_n)
                 ndcg = ir_metrics(data.qrels, ranked, ["ndcg@10"])["ndcg@10"]
                 row = {"depth": depth, "top_n": top_n, "judge": judge_name, "method": method, "ndcg@10": ndcg, "calls": calls}
                 rows.append({**row, "first_stage_ndcg@10": base})

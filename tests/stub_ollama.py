@@ -34,8 +34,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class StubOllama:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, slots: int | None = None) -> None:
         self.delay = delay
+        # Requests served at once, as Ollama's OLLAMA_NUM_PARALLEL: the others queue (None: all).
+        self._slots = threading.BoundedSemaphore(slots) if slots else None
         self.status = 200  # set to 500 to fail every call
         self.answer: str | None = None  # set to force an answer (e.g. garbage)
         self.garble: str | None = None  # prompts containing this text get malformed JSON back
@@ -63,7 +65,11 @@ class StubOllama:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:
-                    time.sleep(stub.delay)
+                    if stub._slots is not None and self.path != "/api/show":
+                        with stub._slots:
+                            time.sleep(stub.delay)
+                    else:
+                        time.sleep(stub.delay)
                     if self.path == "/api/show":
                         self._send(200, {"modelfile": "", "parameters": "", "template": "", "details": {}, "model_info": {}})
                     elif stub.fault is not None and stub.requests > stub.fault_after:
@@ -166,14 +172,15 @@ class StubOllama:
 
 
 def main() -> None:
-    """``python -m tests.stub_ollama --delay 0.1``: serve in a process of its own (as a real
-    Ollama server runs), print the URL, serve until killed."""
+    """``python -m tests.stub_ollama --delay 0.25 --slots 2``: serve in a process of its own
+    (as a real Ollama server runs), print the URL, serve until killed."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds each answer takes")
+    parser.add_argument("--slots", type=int, default=None, help="answers computed at once (default: all)")
     args = parser.parse_args()
-    with StubOllama(delay=args.delay) as stub:
+    with StubOllama(delay=args.delay, slots=args.slots) as stub:
         print(stub.url, flush=True)
         threading.Event().wait()
 

@@ -38,6 +38,10 @@ def test_every_llm_metric_is_a_number(tmp_path):
     # The stub answers with sentences of the context, so every statement is supported.
     assert run["metrics"]["faithfulness"] == 1.0
     assert run["cost"]["llm_calls_per_query"] > 0 and run["metrics"]["ndcg@10"] > 0.9
+    # every call's tokens as the stub counted them (a prompt holds two passages and the query)
+    assert run["cost"]["llm_tokens_per_query"] > 20 * run["cost"]["llm_calls_per_query"]
+    assert run["cost"]["rerank_s_p50"] > 0 and "llm_cost_usd_per_query" in run["cost"]
+    assert "tokens/q" in report and "$/q" in report
     assert "| all-MiniLM-L6-v2 | routed+rerank |" in report and "/3 failed)" not in report
 
 

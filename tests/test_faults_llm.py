@@ -11,6 +11,7 @@ import pytest
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from cluster_retriever import PairwiseLLMReranker
+from cluster_retriever.rerank.pairwise import RerankResult
 
 from .stub_ollama import StubOllama
 
@@ -54,16 +55,33 @@ def test_a_misbehaving_server_never_breaks_the_deadline_or_the_order(fault, capl
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
-def test_a_rerank_cut_by_its_deadline_says_so(caplog):
+def rerank_past_a_deadline(method: str, delay: float, concurrency: int, caplog) -> tuple[RerankResult, str]:
+    """A rerank of ``CANDIDATES`` against a server too slow for its 1 s deadline: the result
+    and the last warning, after checking the deadline held."""
     with StubOllama() as stub:
-        stub.delay = 0.4
-        reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, timeout=5, max_wall_s=1.0, max_concurrency=1)
+        stub.delay = delay
+        reranker = PairwiseLLMReranker(
+            model="ollama_chat/stub", api_base=stub.url, method=method, timeout=5, max_wall_s=1.0, max_concurrency=concurrency
+        )
         started = time.perf_counter()
         with caplog.at_level(logging.WARNING, logger="cluster_retriever"):
             result = reranker.rerank(CANDIDATES, QUERY)
     assert time.perf_counter() - started <= 1.0 + GRACE
+    return result, caplog.records[-1].getMessage()
+
+
+def test_a_rerank_cut_by_its_deadline_says_so(caplog):
+    result, warning = rerank_past_a_deadline("tournament", 0.4, 1, caplog)
     assert result.stats.fell_back and result.stats.skipped_past_deadline > 0 and result.stats.failures <= 1
-    assert "deadline" in caplog.records[-1].getMessage()
+    assert "deadline" in warning and "the server did not fail" in warning
+
+
+def test_a_budgeted_rerank_cut_by_its_deadline_keeps_the_order_its_verdicts_found(caplog):
+    result, warning = rerank_past_a_deadline("budgeted", 0.3, 2, caplog)
+    stats = result.stats
+    assert stats.stopped_by == "deadline" and not stats.fell_back and 0 < stats.llm_calls < 40
+    assert "deadline" in warning and "best its model found" in warning
+    assert len(set(ids(result.nodes))) == len(result.nodes) == 10 and set(ids(result.nodes)) <= set(ids(CANDIDATES))
 
 
 def test_good_verdicts_obtained_before_a_server_hangs_are_kept():

@@ -201,7 +201,7 @@ def test_every_rerank_reports_its_tokens_and_cost_through_litellm(stub):
 
     from .stub_ollama import tokens
 
-    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=3)
+    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=3, method="allpair")
     stats = reranker.rerank(nodes(), QUERY).stats
     prompts = [reranker._judge.render(QUERY, a, b) for a in PASSAGES for b in PASSAGES if a != b]
     assert stats.llm_calls == len(prompts) == stub.requests  # 6 candidates: every ordered pair once
@@ -225,11 +225,13 @@ def test_every_rerank_reports_its_tokens_and_cost_through_litellm(stub):
 
 
 def test_budgeted_keeps_its_default_budget_through_litellm(stub):
-    from cluster_retriever.rerank.sorting import default_budget
+    from cluster_retriever.rerank.budgeted import default_budget
 
     many = [NodeWithScore(node=TextNode(id_=f"m{i}", text=f"{PASSAGES[i % 6]} Variant {i}."), score=1.0) for i in range(30)]
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, method="budgeted", top_n=5)
     result = reranker.rerank(many, QUERY)
     assert stub.requests == result.stats.llm_calls <= default_budget(30, 5) == 80
+    assert result.stats.completion_tokens == result.stats.llm_calls and result.stats.cost_usd == 0.0
+    assert result.stats.prompt_tokens > 50 * result.stats.llm_calls  # the prompt and two passages, counted by the server
     assert len(result.nodes) == 5 and len({n.node.node_id for n in result.nodes}) == 5
     assert all("laminate" in n.node.get_content() for n in result.nodes[:2])  # the passages the judge prefers lead

@@ -27,6 +27,9 @@ COLUMNS = [
     ("p50 ms", "cost", "query_ms_p50", "{:.2f}"),
     ("p95 ms", "cost", "query_ms_p95", "{:.2f}"),
     ("LLM calls/q", "cost", "llm_calls_per_query", "{:.0f}"),
+    ("tokens/q", "cost", "llm_tokens_per_query", "{:.0f}"),
+    ("$/q", "cost", "llm_cost_usd_per_query", "{:.5f}"),
+    ("rerank s p50", "cost", "rerank_s_p50", "{:.1f}"),
 ]
 LLM_COLUMNS = [
     ("faithful", "faithfulness"),

@@ -21,6 +21,7 @@ from cluster_retriever.evaluation.embedding_cache import CachedEmbedding
 from cluster_retriever.evaluation.lexical import BM25Ranker, reciprocal_rank_fusion
 from cluster_retriever.evaluation.metrics import cluster_quality, ir_metrics, ragas_id_metrics, ragas_llm_metrics
 from cluster_retriever.index import ClusterIndex
+from cluster_retriever.rerank.comparisons import RerankStats
 from cluster_retriever.rerank.pairwise import PairwiseLLMReranker
 from cluster_retriever.retriever import ClusterRetriever
 
@@ -162,7 +163,7 @@ def _run_mode(
             raise ValueError(f"mode {RERANK_MODE!r} needs --llm")
         reranker = PairwiseLLMReranker(model=config.llm, api_base=config.api_base, top_n=config.top_k)
     run: dict[str, dict[str, float]] = {}
-    latencies, scanned, llm_calls, contexts = [], [], [], {}
+    latencies, scanned, spent, contexts = [], [], [], {}
     texts = {doc.doc_id: doc.get_content() for doc in data.corpus} if rerank else {}
     for qid, text in tqdm(queries.items(), desc=f"{mode}", unit="q", leave=False):
         bundle = QueryBundle(query_str=text, embedding=vectors[qid].tolist())
@@ -175,7 +176,7 @@ def _run_mode(
             model_run.probes[qid] = [found.stats.clusters_probed]
         if reranker is not None:
             reranked = reranker.rerank(found.hits[: config.rerank_depth], bundle)
-            llm_calls.append(reranked.stats.llm_calls)
+            spent.append(reranked.stats)
             head = [h.node.node_id for h in reranked.nodes]
             reranked_ids = set(head)
             ranked = head + [doc_id for doc_id in ranked if doc_id not in reranked_ids]
@@ -186,13 +187,27 @@ def _run_mode(
         "fraction_scanned": float(np.mean(scanned)),
         "query_ms_p50": float(np.percentile(latencies, 50)),
         "query_ms_p95": float(np.percentile(latencies, 95)),
-        "llm_calls_per_query": float(np.mean(llm_calls)) if llm_calls else 0.0,
+        **_rerank_cost(spent),
     }
     scored = _scored(mode, run, data, queries, cost, config.top_k)
     if reranker is not None:
         means, scored["llm"] = _llm_metrics(queries, contexts, data, config, index)
         scored["metrics"].update(means)
     return scored
+
+
+def _rerank_cost(spent: list[RerankStats]) -> dict[str, float | None]:
+    """What the reranker spent per query: calls, tokens (prompt + completion, as the server
+    counted), price (None when the model has no price in litellm's cost map), wall time."""
+    if not spent:
+        return {"llm_calls_per_query": 0.0}
+    costs = [s.cost_usd for s in spent]
+    return {
+        "llm_calls_per_query": float(np.mean([s.llm_calls for s in spent])),
+        "llm_tokens_per_query": float(np.mean([s.prompt_tokens + s.completion_tokens for s in spent])),
+        "llm_cost_usd_per_query": None if None in costs else float(np.mean([c for c in costs if c is not None])),
+        "rerank_s_p50": float(np.percentile([s.wall_s for s in spent], 50)),
+    }
 
 
 def _llm_metrics(
@@ -290,7 +305,7 @@ def _scored(
     run: dict[str, dict[str, float]],
     data: BeirDataset,
     queries: dict[str, str],
-    cost: dict[str, float],
+    cost: dict[str, float | None],
     top_k: int = 10,
 ) -> dict[str, Any]:
     """IR and RAGAS-ID metrics over the evaluated sample of queries, with per-query scores

@@ -78,7 +78,6 @@ class Comparisons:
         self.semaphore = asyncio.Semaphore(limits.max_concurrency)
         self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
         self.single: dict[tuple[int, int], asyncio.Future[Verdict | None]] = {}
-        self.positions = {"A": 0, "B": 0}  # one-order verdicts by the position they named
         self.unreachable = False
         self.failures_in_a_row = 0
         self.gave_up = False
@@ -87,31 +86,26 @@ class Comparisons:
         """Let comparisons still in flight finish (they return at once once unreachable)."""
         await asyncio.gather(*self.pending.values(), *self.single.values(), return_exceptions=True)
 
-    async def one(self, i: int, j: int) -> float:
-        """``compare`` in one order only: who is "A" alternates between pairs (by the parity of
-        ``i + j``), so over many pairs position bias averages out instead of favouring the
-        first stage's leaders. Cached, so a later both-order ``compare`` asks only the other."""
-        if i > j:
-            return 1.0 - await self.one(j, i)
-        a, b = (i, j) if (i + j) % 2 == 0 else (j, i)
-        if (a, b) not in self.single:
-            self.stats.comparisons += 1
-            self.single[(a, b)] = asyncio.ensure_future(self._ask_counted(a, b))
-        verdict = await self.single[(a, b)]
-        if verdict is None:
-            return _first_stage(i, j)
-        # One order cannot cancel position bias, so a verdict for the favoured position is
-        # weaker evidence: weighted by how often this rerank's answers named each position.
-        answered_a, answered_b = self.positions["A"] + 1, self.positions["B"] + 1
-        share = answered_a / (answered_a + answered_b) if verdict == "A" else answered_b / (answered_a + answered_b)
-        weight = 1.0 if share <= 0.5 else 0.5 + 0.5 * (1.0 - share) / share
-        return weight if (verdict == "A") == (a == i) else 1.0 - weight
+    @property
+    def exhausted(self) -> bool:
+        """No further question can be asked: budget spent, deadline passed, or the judge gone."""
+        budget = self.limits.max_calls
+        return (
+            self.unreachable
+            or self.gave_up
+            or time.perf_counter() >= self.deadline
+            or (budget is not None and self.stats.llm_calls >= budget)
+        )
 
-    async def _ask_counted(self, a: int, b: int) -> Verdict | None:
-        verdict = await self._ask(a, b)
-        if verdict is not None:
-            self.positions[verdict] += 1
-        return verdict
+    async def ordered(self, a: int, b: int) -> Verdict | None:
+        """One question in one order, ``a`` shown as "A" (for methods that model position bias
+        themselves, ``budgeted``); None when it could not be answered. A pair counts as one
+        comparison however many of its orders are asked."""
+        if (a, b) not in self.single:
+            if (b, a) not in self.single:
+                self.stats.comparisons += 1
+            self.single[(a, b)] = asyncio.ensure_future(self._ask(a, b))
+        return await self.single[(a, b)]
 
     async def __call__(self, i: int, j: int) -> float:
         if i > j:

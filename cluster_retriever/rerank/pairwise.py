@@ -22,7 +22,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from cluster_retriever.errors import JudgeUnreachable
 from cluster_retriever.rerank.comparisons import FAILURES_BEFORE_GIVING_UP, Comparisons, Limits, RerankStats
 from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, LiteLLMJudge, VerdictCache
-from cluster_retriever.rerank.sorting import ALGORITHMS, METHODS, Method
+from cluster_retriever.rerank.methods import ALGORITHMS, METHODS, Method
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +36,15 @@ class RerankResult:
 
 
 class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
-    """Reorder nodes by pairwise LLM judgments, asking both orders to cancel position bias.
+    """Reorder nodes by pairwise LLM judgments, cancelling the judge's position bias.
 
-    The output is always a permutation of the input (cut to ``top_n``): a comparison whose
-    call times out, fails or answers nonsense falls back to the first-stage order, and an
-    unreachable LLM logs one warning and returns the first-stage order. Scores become
-    rank-based, ``(n - rank) / n``.
+    The default (``method="budgeted"``) spends ``max_calls`` (default 80 for 30 -> 5) on the
+    questions that can change the top ``top_n``, one order at a time, modelling position bias
+    from the answers; the other methods ask both orders of every pair they compare. The
+    output is always a permutation of the input (cut to ``top_n``): a call that times out,
+    fails or answers nonsense is left out (or, for the sorting methods, its comparison goes to
+    the first-stage order), and an unreachable LLM logs one warning and returns the
+    first-stage order. Scores become rank-based, ``(n - rank) / n``.
 
     Example::
 
@@ -49,13 +52,17 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
 
         reranker = PairwiseLLMReranker(model="ollama_chat/llama3.2", api_base="http://localhost:11434", top_n=5)
         engine = index.as_query_engine(similarity_top_k=30, node_postprocessors=[reranker])
-        print(reranker.last_stats)   # calls, cache hits, failures, wall time
+        print(reranker.last_stats)   # calls, tokens, cost, cache hits, failures, wall time
     """
 
     model: str = Field(description="litellm model string, e.g. 'ollama_chat/llama3.2' or 'openai/gpt-4o-mini'.")
     api_base: str | None = Field(default=None, description="Server URL, e.g. http://localhost:11434 for Ollama.")
     top_n: int = Field(default=10, ge=1, description="Number of nodes returned.")
-    method: Method = Field(default="tournament", description=f"One of {METHODS}.")
+    method: Method = Field(
+        default="budgeted",
+        description=f"One of {METHODS}: 'budgeted' spends max_calls where they can change the top; 'tournament' "
+        "asks about 3x as many for all-pairs quality under noisy judges (docs/reranker.md).",
+    )
     both_orders: bool = Field(default=True, description="Ask (A,B) and (B,A); an inconsistent pair is a tie.")
     max_concurrency: int = Field(default=8, ge=1, description="LLM calls in flight at once.")
     timeout: float = Field(
@@ -67,8 +74,9 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
     max_calls: int | None = Field(
         default=None,
         ge=1,
-        description="LLM call budget per query; None: budgeted plans for 2 per candidate + 4 per top_n place, the others "
-        "have none. Past it, first-stage order decides.",
+        description="LLM call budget per query; None: budgeted plans for 2 per candidate + 4 per top_n place (80 for "
+        "30 -> 5), the others have none. budgeted stops at it with the best order it found; the others leave the "
+        "comparisons past it to the first-stage order.",
     )
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
     use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
@@ -166,7 +174,8 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             stats.fell_back, stats.stopped_by = True, "unreachable"
             order = list(range(len(nodes)))
             await compare.drain()
-        if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline or stats.cut_by_deadline):
+        past_deadline = time.perf_counter() >= compare.deadline  # budgeted stops asking at it, skipping none
+        if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline or stats.cut_by_deadline or past_deadline):
             if compare.gave_up:
                 stats.stopped_by = "failures"
                 reason = (
@@ -178,13 +187,20 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
                     f"reached its {self.deadline_s:.1f}s deadline (max_wall_s) after {stats.llm_calls} calls, "
                     f"{stats.cut_by_deadline} of them cut in flight; the server did not fail"
                 )
+            rest = (
+                "the order is the best its model found with them"
+                if self.method == "budgeted"
+                else "the rest of the order is the first stage's"
+            )
             logger.warning(
-                "Reranker LLM %s %s; stopped asking and kept %d verdicts, the rest of the order is the first stage's.",
+                "Reranker LLM %s %s; stopped asking and kept %d verdicts, %s.",
                 self.model,
                 reason,
                 stats.llm_calls - stats.failures - stats.cut_by_deadline,
+                rest,
             )
-            stats.fell_back = True
+            # budgeted cut by the deadline ranks by the verdicts it got; failing calls leave (mostly) the first stage
+            stats.fell_back = compare.gave_up or self.method != "budgeted"
         elif stats.skipped_over_budget:
             stats.stopped_by = "budget"
         if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate

@@ -11,17 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 Compare = Callable[[int, int], Awaitable[float]]
-Method = Literal["budgeted", "tournament", "allpair", "heapsort", "sliding"]
-METHODS: tuple[str, ...] = ("budgeted", "tournament", "allpair", "heapsort", "sliding")
-
-
-def default_budget(n: int, top_n: int) -> int:
-    """The LLM calls ``budgeted`` plans for when no ``max_calls`` is given: two per candidate
-    and four per place of the top (80 for 30 -> 5, 140 for 50 -> 10, 240 for 100 -> 10)."""
-    return 2 * n + 4 * min(top_n, n)
 
 
 async def _better(compare: Compare, i: int, j: int) -> bool:
@@ -129,73 +120,3 @@ def _swiss_pairs(standing: list[int], played: set[tuple[int, int]]) -> list[tupl
         played.add(pair)
         pairs.append(pair)
     return pairs
-
-
-async def budgeted(n: int, compare: Compare, top_n: int | None = None, budget: int | None = None) -> list[int]:
-    """The affordable default: a budget of LLM calls spent where it can change the top.
-
-    The first stage's order is evidence: each candidate starts with a prior of up to one win
-    by its first-stage rank. Screening: Swiss rounds of one question per pair (who is "A"
-    alternates between pairs, so position bias becomes noise instead of a tilt) pair
-    candidates of similar score; three rounds at most, ``n / 2`` calls each. The head (the
-    ``top_n`` best and as many more as the remaining budget allows for a round robin) then
-    plays every pair in one order; the calls left over ask the second order of the head's
-    pairs whose answer decides a place at the ``top_n`` boundary or inside the top, nearest
-    the boundary first. Comparisons the budget or the deadline leave out fall back to the
-    first stage. Needs a ``compare`` with a ``one`` method (one order); any other gets both
-    orders for everything, at twice the calls."""
-    k = n if top_n is None else min(top_n, n)
-    if n < 2:
-        return list(range(n))
-    calls = default_budget(n, k) if budget is None else budget
-    ask_one: Compare = getattr(compare, "one", compare)
-    per_call = 1 if hasattr(compare, "one") else 2
-    prior = {i: 1.0 - i / n for i in range(n)}
-    score = dict(prior)
-    played: set[tuple[int, int]] = set()
-    spent = 0
-    for _ in range(3):
-        if spent + per_call * (n // 2) > calls // 2:  # screening takes at most half the budget
-            break
-        pairs = _swiss_pairs(_by_score(list(range(n)), score), played)
-        spent += per_call * len(pairs)
-        for (i, j), outcome in zip(pairs, await asyncio.gather(*(ask_one(i, j) for i, j in pairs)), strict=True):
-            score[i] += outcome
-            score[j] += 1.0 - outcome
-    standing = _by_score(list(range(n)), score)
-    head_size = k
-    while head_size < n and spent + per_call * (head_size + 1) * head_size // 2 <= calls:
-        head_size += 1
-    head = sorted(standing[:head_size])
-    pairs = list(itertools.combinations(head, 2))[: max(0, (calls - spent) // per_call)]
-    spent += per_call * len(pairs)
-    outcomes = dict(zip(pairs, await asyncio.gather(*(ask_one(i, j) for i, j in pairs)), strict=True))
-    wins = _wins(head, outcomes, score)
-    ranked = _by_score(head, wins)
-    if per_call == 1 and spent < calls:  # the second order where it decides a place in the top
-        place = {item: rank for rank, item in enumerate(ranked)}
-        boundary = [p for p in pairs if min(place[p[0]], place[p[1]]) < k]
-        boundary.sort(key=lambda p: abs(max(place[p[0]], place[p[1]]) - k))
-        again = boundary[: calls - spent]
-        for pair, outcome in zip(again, await asyncio.gather(*(compare(i, j) for i, j in again)), strict=True):
-            outcomes[pair] = outcome
-        ranked = _by_score(head, _wins(head, outcomes, score))
-    return ranked + [i for i in standing if i not in set(head)]
-
-
-def _wins(head: list[int], outcomes: dict[tuple[int, int], float], score: dict[int, float]) -> dict[int, float]:
-    """Round-robin wins inside the head, the screening score breaking ties (scaled below one win)."""
-    wins = {i: score[i] / (4 * max(len(head), 1) + 4) for i in head}
-    for (i, j), outcome in outcomes.items():
-        wins[i] += outcome
-        wins[j] += 1.0 - outcome
-    return wins
-
-
-ALGORITHMS: dict[str, Callable[..., Awaitable[list[int]]]] = {
-    "budgeted": budgeted,
-    "tournament": tournament,
-    "allpair": allpair,
-    "heapsort": heapsort,
-    "sliding": sliding,
-}
