@@ -41,17 +41,25 @@ class SimulatedJudge:
         self.qrels, self.noise, self.bias = qrels, noise, bias
         self.random = random.Random(seed)
         self.cache_key = f"sim|{noise}|{bias}|{seed}"
+        self.setwise_cache_key = f"sim-set|{noise}|{bias}|{seed}"
         self.query_id = ""
 
     async def __call__(self, query: str, passage_a: str, passage_b: str) -> str:
+        return await self.choose(query, [passage_a, passage_b])
+
+    async def choose(self, query: str, passages: list[str]) -> str:
+        """The letter of the passage judged most relevant (the first of equals: unsure answers
+        "A"); with probability ``bias`` "A" whatever was shown; wrong with probability ``noise``
+        (one of the others, at random)."""
         judged = self.qrels.get(self.query_id, {})
-        a, b = judged.get(passage_a, 0), judged.get(passage_b, 0)
-        if a == b or self.random.random() < self.bias:
+        grades = [judged.get(p, 0) for p in passages]
+        if len(set(grades)) == 1 or self.random.random() < self.bias:
             return "A"
-        truth = "A" if a > b else "B"
+        best = grades.index(max(grades))
         if self.random.random() < self.noise:
-            return "B" if truth == "A" else "A"
-        return truth
+            others = [i for i in range(len(passages)) if i != best]
+            best = others[0] if len(others) == 1 else self.random.choice(others)  # a pair draws no more than it did
+        return "ABCDEFGH"[best]
 
 
 def rerank_all(runs, judge, method: str, top_n: int, both_orders: bool = True) -> tuple[dict, float]:
@@ -75,6 +83,7 @@ class RealisticJudge(SimulatedJudge):
         super().__init__(qrels, seed=seed)
         self.error_sd, self.sharpness, self.position_bias = error_sd, sharpness, bias
         self.cache_key = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}"
+        self.setwise_cache_key = f"realistic-set|{error_sd}|{sharpness}|{bias}|{seed}"
 
     def _draw(self, *key: str) -> random.Random:
         return random.Random(f"{self.cache_key}|{self.query_id}|{'|'.join(key)}")
@@ -82,9 +91,18 @@ class RealisticJudge(SimulatedJudge):
     def perceived(self, passage: str) -> float:
         return self.qrels.get(self.query_id, {}).get(passage, 0) + self._draw(passage).gauss(0, self.error_sd)
 
-    async def __call__(self, query: str, passage_a: str, passage_b: str) -> str:
-        margin = self.sharpness * (self.perceived(passage_a) - self.perceived(passage_b)) + self.position_bias
-        return "A" if self._draw(passage_a, passage_b).random() < 1 / (1 + math.exp(-margin)) else "B"
+    async def choose(self, query: str, passages: list[str]) -> str:
+        """Each passage by ``exp(sharpness * perceived + bias if shown first)``: for a pair,
+        P("A") = sigmoid(sharpness * (perceived A - perceived B) + bias)."""
+        weights = [
+            math.exp(self.sharpness * self.perceived(p) + (self.position_bias if i == 0 else 0.0)) for i, p in enumerate(passages)
+        ]
+        draw, total = self._draw(*passages).random() * sum(weights), 0.0
+        for i, weight in enumerate(weights):
+            total += weight
+            if draw < total:
+                return "ABCDEFGH"[i]
+        return "ABCDEFGH"[len(passages) - 1]
 
 
 JUDGES = {
@@ -123,7 +141,7 @@ def main() -> None:
                 print(row, flush=True)
     print(f"{'depth':>5} {'judge':<24}{'method':<12}{'nDCG@10':>9}{'x allpair':>10}{'calls/q':>9}")
     for row in rows:
-        ref = next(r for r in rows if (r["depth"], r["judge"], r["method"]) == (row["depth"], row["judge"], "allpair"))
+        ref = next((r for r in rows if (r["depth"], r["judge"], r["method"]) == (row["depth"], row["judge"], "allpair")), row)
         print(
             f"{row['depth']:>5} {row['judge']:<24}{row['method']:<12}{row['ndcg@10']:>9.3f}"
             f"{row['ndcg@10'] / ref['ndcg@10']:>10.3f}{row['calls']:>9.0f}"

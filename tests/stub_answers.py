@@ -1,8 +1,9 @@
 """What the stub LLM answers, decided by the text of the prompt (tests only).
 
 Three kinds of prompt reach it:
-- the pairwise reranking prompt (``<query>``, ``<passage_a>``, ``<passage_b>``): it prefers
-  the passage sharing more words with the query, ties to A (the position bias small models show);
+- the pairwise reranking prompt (``<query>``, ``<passage_a>``, ``<passage_b>``, and for the
+  setwise prompt ``<passage_c>``...): it prefers the passage sharing most words with the
+  query, ties to the first shown (the position bias small models show);
 - the harness's answer prompt ("Context: ... Question: ..."): it answers extractively, with
   the context sentence that shares most words with the question, or "I don't know";
 - RAGAS's structured prompts (an instruction, a JSON schema, ``input: {...}``, ``Output:``):
@@ -61,9 +62,14 @@ def respond(prompt: str) -> str:
     return "I cannot tell."
 
 
+_PASSAGE = re.compile(r"<passage_([a-h])>(.*?)</passage_\1>", re.DOTALL)
+
+
 def judge(prompt: str) -> str:
-    query, a, b = (html.unescape(_TAG[name].search(prompt).group(1)) for name in ("query", "passage_a", "passage_b"))  # type: ignore[union-attr]
-    return "B" if overlap(query, b) > overlap(query, a) else "A"
+    query = html.unescape(_TAG["query"].search(prompt).group(1))  # type: ignore[union-attr]
+    shown = [(letter.upper(), html.unescape(text)) for letter, text in _PASSAGE.findall(prompt)]
+    best = max(overlap(query, text) for _, text in shown)
+    return next(letter for letter, text in shown if overlap(query, text) == best)
 
 
 def extractive_answer(question: str, context: str) -> str:

@@ -149,7 +149,7 @@ def test_both_orders_cancel_position_bias(stub):
 
 def test_prompt_is_swappable(stub):
     reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, top_n=2)
-    assert set(reranker.get_prompts()) == {"pairwise_prompt"}
+    assert set(reranker.get_prompts()) == {"pairwise_prompt", "setwise_prompt"}
     custom = PromptTemplate(
         "Query: <query>{query}</query>\nFirst: <passage_a>{passage_a}</passage_a>\n"
         "Second: <passage_b>{passage_b}</passage_b>\nReply A or B. CUSTOM"
@@ -235,3 +235,29 @@ def test_budgeted_keeps_its_default_budget_through_litellm(stub):
     assert result.stats.prompt_tokens > 50 * result.stats.llm_calls  # the prompt and two passages, counted by the server
     assert len(result.nodes) == 5 and len({n.node.node_id for n in result.nodes}) == 5
     assert all("laminate" in n.node.get_content() for n in result.nodes[:2])  # the passages the judge prefers lead
+
+
+def test_setwise_shows_four_passages_a_call_within_its_budget_through_litellm(stub):
+    from cluster_retriever.rerank.setwise import default_set_budget
+
+    many = [NodeWithScore(node=TextNode(id_=f"m{i}", text=f"{PASSAGES[i % 6]} Variant {i}."), score=1.0) for i in range(30)]
+    reranker = PairwiseLLMReranker(model="ollama_chat/stub", api_base=stub.url, method="setwise", top_n=5)
+    stats = reranker.rerank(many, QUERY).stats
+    assert stub.requests == stats.llm_calls == stats.comparisons <= default_set_budget(30, 5) == 40
+    assert stats.completion_tokens == stats.llm_calls and stats.prompt_tokens > 100 * stats.llm_calls  # four passages a call
+    result = reranker.rerank(many, QUERY)  # the same query again: every set from the cache
+    assert result.stats.llm_calls == 0 and result.stats.cache_hits == stats.llm_calls
+    assert len({n.node.node_id for n in result.nodes}) == 5
+    assert all("laminate" in n.node.get_content() for n in result.nodes[:2])  # the passages the judge prefers lead
+
+
+def test_setwise_needs_a_judge_that_can_choose():
+    class PairsOnly:
+        cache_key = "pairs-only"
+
+        async def __call__(self, query: str, passage_a: str, passage_b: str) -> str:
+            return "A"
+
+    reranker = PairwiseLLMReranker(model="custom", method="setwise", judge=PairsOnly())
+    with pytest.raises(TypeError, match="choose"):
+        reranker.rerank(nodes(), QUERY)

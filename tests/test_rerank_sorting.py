@@ -149,3 +149,50 @@ def test_budgeted_default_budget_and_quality_under_noise_and_position_bias():
     # bias), allpair 180 of 200 (2,450 questions of a judge without position bias; budgeted 140)
     assert found["first stage"] + 40 < found["budgeted"] < found["allpair"]
     assert found["budgeted"] >= 0.85 * found["allpair"]
+
+
+class SetJudge:
+    """A ``SetCompare``: one call names the truly best of the shown candidates, wrong (one of
+    the others) with probability ``noise``, the first shown with probability ``bias``."""
+
+    def __init__(self, truth: list[float], noise: float = 0.0, seed: int = 0, bias: float = 0.0) -> None:
+        self.truth, self.noise, self.bias, self.rng = truth, noise, bias, random.Random(seed)
+        self.calls = 0
+        self.shown: list[tuple[int, ...]] = []
+        self.exhausted = False
+
+    async def chosen(self, shown: tuple[int, ...]) -> int | None:
+        self.calls += 1
+        self.shown.append(shown)
+        if self.rng.random() < self.bias:
+            return 0
+        best = max(range(len(shown)), key=lambda p: self.truth[shown[p]])
+        return self.rng.choice([p for p in range(len(shown)) if p != best]) if self.rng.random() < self.noise else best
+
+    async def __call__(self, i: int, j: int) -> float:
+        raise AssertionError("setwise asks sets")
+
+
+@pytest.mark.parametrize(("n", "top_n", "budget"), [(30, 5, 40), (50, 10, 70), (9, 3, 3)])
+def test_setwise_shows_up_to_four_distinct_candidates_a_call_within_its_budget(n, top_n, budget):
+    judge = SetJudge(random_truth(n, n), noise=0.2)
+    order = asyncio.run(ALGORITHMS["setwise"](n, judge, top_n, budget=budget))
+    assert sorted(order) == list(range(n)) and judge.calls <= budget
+    assert all(2 <= len(shown) <= 4 and len(set(shown)) == len(shown) for shown in judge.shown)
+    assert len(set(judge.shown)) == len(judge.shown)  # never the same question twice
+    assert sorted(i for shown in judge.shown[: -(-n // 4)] for i in shown) == list(range(n))  # screening: each once
+
+
+def test_setwise_quality_under_noise_and_position_bias():
+    from cluster_retriever.rerank.setwise import default_set_budget
+
+    found = {"setwise": 0, "first stage": 0}
+    for seed in range(20):
+        truth = first_stage_truth(50, seed)
+        best = set(sorted(range(50), key=lambda i: -truth[i])[:10])
+        judge = SetJudge(truth, noise=0.1, seed=seed, bias=0.2)
+        found["setwise"] += len(best & set(asyncio.run(ALGORITHMS["setwise"](50, judge, 10))[:10]))
+        assert judge.calls <= default_set_budget(50, 10) == 70
+        found["first stage"] += len(best & set(range(10)))
+    print(found)
+    assert found["setwise"] > found["first stage"] + 30

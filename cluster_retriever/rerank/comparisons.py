@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from cluster_retriever.errors import JudgeUnreachable
-from cluster_retriever.rerank.judge import Judge, Judged, Verdict, VerdictCache
+from cluster_retriever.rerank.judge import LETTERS, Judge, Judged, SetwiseJudge, VerdictCache
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Comparisons:
         self.deadline = deadline
         self.semaphore = asyncio.Semaphore(limits.max_concurrency)
         self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self.single: dict[tuple[int, int], asyncio.Future[Verdict | None]] = {}
+        self.single: dict[tuple[int, ...], asyncio.Future[str | None]] = {}  # one-order and setwise questions
         self.unreachable = False
         self.failures_in_a_row = 0
         self.gave_up = False
@@ -97,15 +97,26 @@ class Comparisons:
             or (budget is not None and self.stats.llm_calls >= budget)
         )
 
-    async def ordered(self, a: int, b: int) -> Verdict | None:
+    async def ordered(self, a: int, b: int) -> str | None:
         """One question in one order, ``a`` shown as "A" (for methods that model position bias
         themselves, ``budgeted``); None when it could not be answered. A pair counts as one
         comparison however many of its orders are asked."""
-        if (a, b) not in self.single:
-            if (b, a) not in self.single:
-                self.stats.comparisons += 1
-            self.single[(a, b)] = asyncio.ensure_future(self._ask(a, b))
-        return await self.single[(a, b)]
+        if (a, b) not in self.single and (b, a) not in self.single:
+            self.stats.comparisons += 1
+        return await self._once((a, b))
+
+    async def chosen(self, shown: tuple[int, ...]) -> int | None:
+        """Setwise: the position in ``shown`` (the candidates in the order shown) of the one the
+        judge names best; None when it could not be answered. One question, one comparison."""
+        if shown not in self.single:
+            self.stats.comparisons += 1
+        letter = await self._once(shown)
+        return None if letter is None else LETTERS.index(letter)
+
+    async def _once(self, shown: tuple[int, ...]) -> str | None:
+        if shown not in self.single:  # one task per question: never asked twice in a query
+            self.single[shown] = asyncio.ensure_future(self._ask(*shown))
+        return await self.single[shown]
 
     async def __call__(self, i: int, j: int) -> float:
         if i > j:
@@ -125,9 +136,18 @@ class Comparisons:
         # i is "A" in the forward question and "B" in the backward one; a split vote is a tie.
         return ((forward == "A") + (backward == "B")) / 2
 
-    async def _ask(self, a: int, b: int) -> Verdict | None:
+    async def _ask(self, *shown: int) -> str | None:
+        """One question: the pair ``(a, b)`` with ``a`` as "A", or (setwise) more passages."""
         judge, cache = self.judge, self.cache
-        key = cache.key(judge.cache_key, self.query, self.passages[a], self.passages[b])
+        passages = [self.passages[i] for i in shown]
+        setwise = len(shown) > 2
+        if setwise and not isinstance(judge, SetwiseJudge):
+            raise TypeError(
+                f"method='setwise' needs a judge with choose() and setwise_cache_key; {type(judge).__name__} has none."
+            )
+        key = cache.key(
+            judge.setwise_cache_key if isinstance(judge, SetwiseJudge) and setwise else judge.cache_key, self.query, *passages
+        )
         if (cached := cache.get(key)) is not None:
             self.stats.cache_hits += 1
             return cached
@@ -147,7 +167,12 @@ class Comparisons:
                 return None
             self.stats.llm_calls += 1
             try:
-                answer = await asyncio.wait_for(judge(self.query, self.passages[a], self.passages[b]), remaining)
+                asked = (
+                    judge.choose(self.query, passages)
+                    if isinstance(judge, SetwiseJudge) and setwise
+                    else judge(self.query, *passages)
+                )
+                answer = await asyncio.wait_for(asked, remaining)
             except asyncio.TimeoutError:  # the rerank's deadline, not the call's own timeout
                 self.stats.cut_by_deadline += 1
                 return None

@@ -21,7 +21,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from cluster_retriever.errors import JudgeUnreachable
 from cluster_retriever.rerank.comparisons import FAILURES_BEFORE_GIVING_UP, Comparisons, Limits, RerankStats
-from cluster_retriever.rerank.judge import DEFAULT_PROMPT, Judge, LiteLLMJudge, VerdictCache
+from cluster_retriever.rerank.judge import DEFAULT_PROMPT, SETWISE_PROMPT, Judge, LiteLLMJudge, VerdictCache
 from cluster_retriever.rerank.methods import ALGORITHMS, METHODS, Method
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,10 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         default=None,
         ge=1,
         description="LLM call budget per query; None: budgeted plans for 2 per candidate + 4 per top_n place (80 for "
-        "30 -> 5), the others have none. budgeted stops at it with the best order it found; the others leave the "
-        "comparisons past it to the first-stage order.",
+        "30 -> 5), setwise for half that, the others have none. budgeted and setwise stop at it with the best order "
+        "they found; the others leave the comparisons past it to the first-stage order.",
     )
+    set_size: int = Field(default=4, ge=2, le=8, description="Passages shown in one call by method='setwise'.")
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
     use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
     cache_path: str | None = Field(default=None, description="SQLite file that keeps verdicts across queries and runs.")
@@ -95,7 +96,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         # Per thread and per asyncio task: concurrent callers never read each other's stats.
         self._last_stats = ContextVar(f"rerank_stats_{id(self)}", default=None)
 
-    def _litellm_judge(self, prompt: PromptTemplate) -> LiteLLMJudge:
+    def _litellm_judge(self, prompt: PromptTemplate, setwise_prompt: PromptTemplate = SETWISE_PROMPT) -> LiteLLMJudge:
         return LiteLLMJudge(
             self.model,
             api_base=self.api_base,
@@ -104,6 +105,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             use_logprobs=self.use_logprobs,
             prompt=prompt,
             completion_kwargs=self.completion_kwargs,
+            setwise_prompt=setwise_prompt,
         )
 
     @classmethod
@@ -136,16 +138,26 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
         self._latest = stats
 
     def _get_prompts(self) -> PromptDictType:
-        return {"pairwise_prompt": getattr(self._judge, "prompt", DEFAULT_PROMPT)}
+        return {
+            "pairwise_prompt": getattr(self._judge, "prompt", DEFAULT_PROMPT),
+            "setwise_prompt": getattr(self._judge, "setwise_prompt", SETWISE_PROMPT),
+        }
 
     def _update_prompts(self, prompts: PromptDictType) -> None:
-        prompt = prompts.get("pairwise_prompt")
-        if prompt is not None and isinstance(self._judge, LiteLLMJudge):
+        if not isinstance(self._judge, LiteLLMJudge):
+            return
+        pairwise, setwise = (
+            prompts.get("pairwise_prompt", self._judge.prompt),
+            prompts.get("setwise_prompt", self._judge.setwise_prompt),
+        )
+        for name, prompt, fields in (
+            ("pairwise_prompt", pairwise, "{query}, {passage_a}, {passage_b}"),
+            ("setwise_prompt", setwise, "{count}, {query}, {passages}, {letters}"),
+        ):
             if not isinstance(prompt, PromptTemplate):
-                raise TypeError(
-                    f"pairwise_prompt must be a PromptTemplate with {{query}}, {{passage_a}}, {{passage_b}}; got {type(prompt).__name__}."
-                )
-            self._judge = self._litellm_judge(prompt)
+                raise TypeError(f"{name} must be a PromptTemplate with {fields}; got {type(prompt).__name__}.")
+        assert isinstance(pairwise, PromptTemplate) and isinstance(setwise, PromptTemplate)
+        self._judge = self._litellm_judge(pairwise, setwise)
 
     def _postprocess_nodes(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None) -> list[NodeWithScore]:
         return self.rerank(nodes, _bundle(query_bundle)).nodes
@@ -167,7 +179,9 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             self._judge, self._cache, query_bundle.query_str, passages, stats, started + self.deadline_s, self._limits()
         )
         try:
-            options = {"budget": self.max_calls} if self.method == "budgeted" else {}
+            options: dict[str, Any] = {"budget": self.max_calls} if self.method in ("budgeted", "setwise") else {}
+            if self.method == "setwise":
+                options["set_size"] = self.set_size
             order = await ALGORITHMS[self.method](len(nodes), compare, self.top_n, **options)
         except JudgeUnreachable as exc:
             logger.warning("Reranker LLM %s is unreachable (%s); returning the first-stage order.", self.model, exc)
@@ -175,6 +189,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
             order = list(range(len(nodes)))
             await compare.drain()
         past_deadline = time.perf_counter() >= compare.deadline  # budgeted stops asking at it, skipping none
+        modelled = self.method in ("budgeted", "setwise")  # they rank by the verdicts they got, whenever they stop
         if not stats.fell_back and (compare.gave_up or stats.skipped_past_deadline or stats.cut_by_deadline or past_deadline):
             if compare.gave_up:
                 stats.stopped_by = "failures"
@@ -187,11 +202,7 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
                     f"reached its {self.deadline_s:.1f}s deadline (max_wall_s) after {stats.llm_calls} calls, "
                     f"{stats.cut_by_deadline} of them cut in flight; the server did not fail"
                 )
-            rest = (
-                "the order is the best its model found with them"
-                if self.method == "budgeted"
-                else "the rest of the order is the first stage's"
-            )
+            rest = "the order is the best its model found with them" if modelled else "the rest of the order is the first stage's"
             logger.warning(
                 "Reranker LLM %s %s; stopped asking and kept %d verdicts, %s.",
                 self.model,
@@ -199,8 +210,8 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
                 stats.llm_calls - stats.failures - stats.cut_by_deadline,
                 rest,
             )
-            # budgeted cut by the deadline ranks by the verdicts it got; failing calls leave (mostly) the first stage
-            stats.fell_back = compare.gave_up or self.method != "budgeted"
+            # failing calls leave (mostly) the first stage, even for the modelled methods
+            stats.fell_back = compare.gave_up or not modelled
         elif stats.skipped_over_budget:
             stats.stopped_by = "budget"
         if sorted(order) != list(range(len(nodes))):  # never lose or repeat a candidate
