@@ -24,7 +24,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from cluster_retriever.embeddings import embed_query, unit_rows
 from cluster_retriever.routing import default_scan_budget, route
-from cluster_retriever.scan.lists import InvertedLists
+from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 
 TARGETS = (0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 0.999)
 DEPTHS = (10, 100)
@@ -82,6 +82,14 @@ def calibrate(lists: InvertedLists, seed: int = 0, queries: np.ndarray | None = 
             ceiling = _smallest_budget(covered[:, :width], target) / unit
             by_target[str(target)] = _smallest_routed_factor(similarity, lists.sizes, clusters[:, :width], target, ceiling, depth)
     return table
+
+
+def calibrated_on(lists: InvertedLists, queries: np.ndarray) -> dict[str, Calibration | float | None]:
+    """The manifest fields a calibration on real ``queries`` sets: the routing budget, and the
+    off-topic fence (a query further from every centroid than these queries' outer fence is
+    searched exactly)."""
+    nearest = np.max(queries @ lists.centroids.T, axis=1)  # each query's nearest centroid
+    return {"calibration": calibrate(lists, queries=queries), "query_fence": outlier_fence(nearest)}
 
 
 def calibration_queries(embed_model: BaseEmbedding, queries: Sequence[str] | np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.errors import EmbeddingMismatchError
 from cluster_retriever.routing import route
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
+from cluster_retriever.store.clients import collection_names
 from tests.hash_embedding import HashEmbedding
 
 
@@ -80,6 +81,40 @@ def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
         reopened.calibrate([1, 2, 3])
     with pytest.raises(EmbeddingMismatchError, match="embed queries with that model"):
         reopened.calibrate(np.ones((30, 7), dtype=np.float32))
-    reopened.recluster(random_state=1)  # new centroids: back to the documents' calibration and fence
-    assert reopened.manifest.query_fence is None and reopened.manifest.calibration != after.calibration
+    reopened.recluster(random_state=1)  # new centroids, recalibrated on the same stored queries
+    again = reopened.manifest
+    assert again.generation != after.generation and not np.allclose(reopened.lists.centroids[:1], index.lists.centroids[:1])
+    assert again.calibration == calibrate(reopened.lists, queries=unit(vectors)) != calibrate(reopened.lists, seed=1)
+    assert again.query_fence == outlier_fence(np.max(unit(vectors) @ reopened.lists.centroids.T, axis=1))
     reopened.close()
+    # ...from a handle opened afresh too: the queries are in the store, not in a handle.
+    third = ClusterIndex.open(path=str(tmp_path), embed_model=model)
+    third.recluster(random_state=2)
+    assert third.manifest.calibration == calibrate(third.lists, queries=unit(vectors))
+    # They live and go with their generation, and are none of the app's collections.
+    client = third.store.client
+    kept = [c.name for c in client.list_collections() if c.name.endswith(".queries")]
+    assert kept == [f"{third.store.name}.g{third.manifest.generation}.queries"]
+    assert not [name for name in collection_names(client) if name.endswith(".queries")]
+    third.close()
+
+
+class OtherHashEmbedding(HashEmbedding):
+    """The same vectors under another model's name: queries embedded by HashEmbedding don't fit it."""
+
+    def __init__(self) -> None:
+        super(HashEmbedding, self).__init__(model_name="test-hash-other")
+
+
+def test_a_rebuild_with_another_embedding_model_drops_the_stored_queries(tmp_path):
+    texts = [f"topic {i % 10} note {i} " + " ".join(f"w{(i * 7 + j) % 97}" for j in range(5)) for i in range(300)]
+    docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
+    index = ClusterIndex.build(docs, path=str(tmp_path), embed_model=HashEmbedding(), n_clusters=8, show_progress=False)
+    index.calibrate([f"w{i} w{i + 1} topic {i % 10}" for i in range(30)])
+    assert index.manifest.query_fence is not None
+    index.close()
+    other = OtherHashEmbedding()
+    rebuilt = ClusterIndex.build(docs, path=str(tmp_path), embed_model=other, n_clusters=8, show_progress=False)
+    assert rebuilt.manifest.query_fence is None and rebuilt.manifest.calibration == calibrate(rebuilt.lists, seed=0)
+    assert rebuilt.store.read_queries(rebuilt.manifest.generation) is None
+    rebuilt.close()

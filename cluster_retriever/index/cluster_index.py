@@ -273,7 +273,9 @@ class ClusterIndex:
     def calibrate(self, queries: Sequence[str] | np.ndarray) -> None:
         """Calibrate the routing budget on a sample of real queries (texts, or their embeddings
         as rows), so ``target_recall`` holds for queries like them; by default the index is
-        calibrated on its own documents. Kept until the next ``recluster``."""
+        calibrated on its own documents. The query vectors are stored with the index (a
+        ``<name>.g<N>.queries`` collection), and every ``recluster`` or rebuild with the same
+        embedding model recalibrates on them for its new clusters; calibrating again replaces them."""
         vectors = calibration_queries(self.embed_model, queries)
         for vector in vectors:
             check_query_vector(self.manifest, vector)

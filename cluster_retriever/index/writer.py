@@ -18,7 +18,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 
-from cluster_retriever.calibration import calibrate
+from cluster_retriever.calibration import calibrate, calibrated_on
 from cluster_retriever.clustering import NClusters, assign, fit_clusters
 from cluster_retriever.embeddings import embedding_model_id
 from cluster_retriever.errors import ConcurrentWriteError, DuplicateIdError, EmptyCorpusError
@@ -27,7 +27,7 @@ from cluster_retriever.index.ingest import Batch, node_rows, page_batches
 from cluster_retriever.index.search import check_query_vector
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
-from cluster_retriever.scan.lists import InvertedLists, outlier_fence
+from cluster_retriever.scan.lists import InvertedLists
 from cluster_retriever.store.chroma import GenerationGone
 from cluster_retriever.store.locking import WriterLock
 from cluster_retriever.store.manifest import Manifest
@@ -112,8 +112,12 @@ class Writer:
             version = expected.version + 1 if expected is not None else 1
             store.write_assignments(generation, all_ids, clustering.labels, version, create=True)
             store.write_centroids(generation, clustering.centroids)
+            model = embedding_model_id(self.embed_model)
+            queries = self._calibration_queries(expected, model, matrix.shape[1])
+            if queries is not None:  # calibrated on real queries before: recalibrated on them
+                store.write_queries(generation, queries)
             fields = {
-                "embed_model": embedding_model_id(self.embed_model),
+                "embed_model": model,
                 "dimension": matrix.shape[1],
                 "n_clusters": len(clustering.centroids),
                 "generation": generation,
@@ -122,7 +126,8 @@ class Writer:
                 "clustered_count": len(all_ids),
                 "calibration": calibrate(lists, random_state),
                 "outlier_fence": lists.fence if math.isfinite(lists.fence) else None,
-                "query_fence": None,  # fitted on the old centroids: calibrate on queries again
+                "query_fence": None,
+                **(calibrated_on(lists, queries) if queries is not None else {}),
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
             manifest = (
@@ -146,6 +151,14 @@ class Writer:
         for orphan in store.orphans(manifest):
             if not (on_server and expected is not None and orphan == expected.generation):
                 live.readers.retire(orphan)
+
+    def _calibration_queries(self, expected: Manifest | None, model: str, dimension: int) -> np.ndarray | None:
+        """The real queries the replaced generation was calibrated on, when they still fit
+        (same embedding model and dimension)."""
+        if expected is None or expected.embed_model != model or expected.dimension != dimension:
+            return None
+        queries = self.store.read_queries(expected.generation)
+        return queries if queries is not None and queries.shape[1] == dimension else None
 
     def add(self, nodes: list[BaseNode], show_progress: bool, replace: bool) -> list[str]:
         (ids, vectors, texts, metadatas), raw = node_rows(nodes, self.embed_model, show_progress)
@@ -221,15 +234,13 @@ class Writer:
         return ids
 
     def calibrate(self, queries: np.ndarray) -> None:
-        """The routing budget calibrated on real query vectors, and the off-topic fence set from
-        them (a query further from every centroid than these queries' outer fence is searched
-        exactly), committed as a new version."""
+        """The routing budget and the off-topic fence calibrated on real query vectors,
+        committed as a new version; the queries are kept with the generation, so a
+        re-clustering recalibrates on them."""
 
         def apply(state: Snapshot) -> None:  # the queries were checked by ClusterIndex.calibrate
-            nearest = np.max(queries @ state.lists.centroids.T, axis=1)  # each query's nearest centroid
-            manifest = state.manifest.bumped(
-                calibration=calibrate(state.lists, queries=queries), query_fence=outlier_fence(nearest)
-            )
+            manifest = state.manifest.bumped(**calibrated_on(state.lists, queries))
+            self.store.write_queries(state.manifest.generation, queries)  # before the commit that uses them
             self.store.manifests.commit(manifest)
             self.live.switch(Snapshot(manifest, state.lists, state.records))
 

@@ -10,6 +10,8 @@ database:
   was built from documents; either way in ``ChromaVectorStore``'s record format;
 - ``<name>.g<N>.centroids``: generation N's unit centroids;
 - ``<name>.g<N>.assign``: generation N's cluster of each record (id -> ``cluster_id``);
+- ``<name>.g<N>.queries``: the real query vectors the index was calibrated on, when it was
+  (``ClusterIndex.calibrate``), carried to the next generation so a re-clustering recalibrates;
 - ``<name>.manifest``: an append-only log of manifest versions, one record per write.
 
 A re-clustering writes a new generation of centroids and assignments only; the data is
@@ -84,6 +86,9 @@ class ChromaStore:
     def _centroids_name(self, generation: int) -> str:
         return f"{self.name}.g{generation}.centroids"
 
+    def _queries_name(self, generation: int) -> str:
+        return f"{self.name}.g{generation}.queries"
+
     def _collection(self, name: str, create: bool = False) -> Any:
         if name not in self._open:  # looking a collection up costs as much as a small query
             if create:
@@ -119,7 +124,7 @@ class ChromaStore:
     # -- generations ----------------------------------------------------------------------
     def generations(self) -> dict[int, set[str]]:
         """The collections of each generation that exist."""
-        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids|assign)$")
+        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids|assign|queries)$")
         found: dict[int, set[str]] = {}
         for collection in self.client.list_collections():
             name = collection if isinstance(collection, str) else collection.name
@@ -143,7 +148,8 @@ class ChromaStore:
 
     def drop_generation(self, generation: int, keep: str | None) -> None:
         """Drop a generation's collections, except ``keep`` (the live data collection)."""
-        for name in (self.nodes_name(generation), self._centroids_name(generation), self._assign_name(generation)):
+        names = (self.nodes_name(generation), self._centroids_name(generation), self._assign_name(generation))
+        for name in (*names, self._queries_name(generation)):
             if name == keep:
                 continue
             self._open.pop(name, None)
@@ -305,9 +311,33 @@ class ChromaStore:
         )
 
     def read_centroids(self, generation: int) -> np.ndarray:
+        return self._read_rows(self._centroids_name(generation))
+
+    # -- calibration queries ----------------------------------------------------------------
+    def write_queries(self, generation: int, queries: np.ndarray) -> None:
+        """Generation ``generation``'s calibration queries, replacing any it had."""
+        name = self._queries_name(generation)
+        self._open.pop(name, None)
+        try:
+            self.client.delete_collection(name)
+        except Exception:  # none yet
+            pass
+        self._collection(name, create=True)
+        self._upsert(name, len(queries), lambda a, b: {"ids": [str(q) for q in range(a, b)], "embeddings": queries[a:b]})
+
+    def read_queries(self, generation: int) -> np.ndarray | None:
+        """The calibration queries of ``generation``, or None when it was never calibrated on any."""
+        try:
+            rows = self._read_rows(self._queries_name(generation))
+        except GenerationGone:
+            return None
+        return rows if len(rows) else None
+
+    def _read_rows(self, name: str) -> np.ndarray:
+        """The embeddings of a collection whose ids are row numbers, in row order."""
         ids: list[str] = []
         vectors: list[Any] = []
-        for page in self.iter_data(self._centroids_name(generation), ["embeddings"]):
+        for page in self.iter_data(name, ["embeddings"]):
             ids.extend(page["ids"])
             vectors.extend(page["embeddings"])
         if not ids:

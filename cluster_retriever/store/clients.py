@@ -81,7 +81,7 @@ def index_names(client: ClientAPI) -> list[str]:
 def collection_names(client: ClientAPI) -> list[str]:
     """The app's collections in a Chroma database: all but the ones cluster indexes keep."""
     names = (c if isinstance(c, str) else c.name for c in client.list_collections())
-    own = re.compile(r"\.(manifest|g\d+\.(nodes|centroids|assign))$")
+    own = re.compile(r"\.(manifest|g\d+\.(nodes|centroids|assign|queries))$")
     return sorted(name for name in names if not own.search(name))
 
 
