@@ -1,6 +1,7 @@
 """Pairwise reranking algorithms under simulated judges, on human relevance judgments.
 
-    python bench/rerank_simulation.py [--dataset ../shared/datasets/cisi] [--depth 50] [--top-n 10]
+    python bench/rerank_simulation.py [--dataset ../shared/datasets/cisi] [--settings 30:5,50:10:150]
+        [--methods allpair,budgeted,setwise] [--judges "noisy p=0.2,realistic"] [--seeds 5]
 
 No LLM on this machine judges relevance better than chance, so the judges are simulated
 over the qrels: ``noisy p`` answers like the oracle (the passage with the higher judged
@@ -13,7 +14,8 @@ perceives each passage's relevance as its judged grade plus a fixed error of its
 the relevance gap, and it gives the same answer to the same question (temperature 0).
 Each judge runs through the real ``PairwiseLLMReranker`` (both-order querying, caching,
 budget), only the judge is simulated. Reports nDCG@10 of the reranked top-``depth`` first
-stage, as a ratio of all-pairs with the same judge, and LLM calls per query.
+stage, as a ratio of all-pairs with the same judge and seed (mean and range over ``--seeds``:
+one seed's ratio moves by about +-0.02), and LLM calls per query.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _first_stage import CISI, first_stage
-from _report import write_json
+from _report import print_table, write_json
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from tqdm import tqdm
 
 from cluster_retriever import PairwiseLLMReranker
 from cluster_retriever.datasets import load_beir
@@ -62,8 +67,12 @@ class SimulatedJudge:
         return "ABCDEFGH"[best]
 
 
-def rerank_all(runs, judge, method: str, top_n: int, both_orders: bool = True) -> tuple[dict, float]:
-    reranker = PairwiseLLMReranker(model="simulated", method=method, top_n=top_n, both_orders=both_orders, judge=judge)
+def rerank_all(
+    runs, judge, method: str, top_n: int, both_orders: bool = True, max_calls: int | None = None
+) -> tuple[dict, float]:
+    reranker = PairwiseLLMReranker(
+        model="simulated", method=method, top_n=top_n, both_orders=both_orders, judge=judge, max_calls=max_calls
+    )
     ranked, calls = {}, []
     for qid, doc_ids in runs.items():
         judge.query_id = qid
@@ -114,39 +123,106 @@ JUDGES = {
 }
 
 
-def make_judge(qrels: dict[str, dict[str, int]], name: str) -> SimulatedJudge:
-    return RealisticJudge(qrels) if name == "realistic" else SimulatedJudge(qrels, **JUDGES[name])
+def make_judge(qrels: dict[str, dict[str, int]], name: str, seed: int = 0) -> SimulatedJudge:
+    return RealisticJudge(qrels, seed=seed) if name == "realistic" else SimulatedJudge(qrels, seed=seed, **JUDGES[name])
+
+
+def parse_settings(text: str) -> list[tuple[int, int, int | None]]:
+    """``depth:top_n`` or ``depth:top_n:max_calls`` pairs, comma-separated."""
+    settings = []
+    for item in text.split(","):
+        parts = [int(x) for x in item.split(":")]
+        if len(parts) not in (2, 3):
+            raise SystemExit(f"--settings: {item!r} is not depth:top_n or depth:top_n:max_calls (e.g. 30:5 or 50:10:150)")
+        settings.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None))
+    return settings
+
+
+_WORLD: dict = {}
+
+
+def _start_worker(dataset: Path, runs_at: dict[str, list[str]]) -> None:
+    _WORLD.update(qrels=load_beir(dataset).qrels, runs_at=runs_at)
+
+
+def _run_cell(cell: tuple[int, int, int | None, str, int, str]) -> dict:
+    depth, top_n, max_calls, judge_name, seed, method = cell
+    qrels = _WORLD["qrels"]
+    runs = {q: ds[:depth] for q, ds in _WORLD["runs_at"].items()}
+    judge = make_judge(qrels, judge_name, seed)
+    ranked, calls = rerank_all(runs, judge, method, top_n, max_calls=None if method == "allpair" else max_calls)
+    return {
+        "depth": depth, "top_n": top_n, "max_calls": max_calls, "judge": judge_name, "seed": seed, "method": method,
+        "ndcg@10": ir_metrics(qrels, ranked, ["ndcg@10"])["ndcg@10"], "calls": calls,
+    }  # fmt: skip
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per setting x judge x method: nDCG@10 as a ratio of all-pairs with the same judge
+    and seed, its mean and range over the seeds."""
+    refs = {(r["depth"], r["top_n"], r["judge"], r["seed"]): r["ndcg@10"] for r in rows if r["method"] == "allpair"}
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["depth"], row["top_n"], row["max_calls"], row["judge"], row["method"]), []).append(row)
+    lines = []
+    for (depth, top_n, max_calls, judge, method), members in groups.items():
+        ratios = [
+            m["ndcg@10"] / refs[(depth, top_n, judge, m["seed"])] for m in members if (depth, top_n, judge, m["seed"]) in refs
+        ]
+        lines.append({
+            "depth": depth, "top_n": top_n, "max_calls": max_calls, "judge": judge, "method": method, "seeds": len(members),
+            "ndcg@10": float(np.mean([m["ndcg@10"] for m in members])), "calls": float(np.mean([m["calls"] for m in members])),
+            "x_allpair": float(np.mean(ratios)) if ratios else None,
+            "x_allpair_min": min(ratios) if ratios else None, "x_allpair_max": max(ratios) if ratios else None,
+        })  # fmt: skip
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=CISI)
-    parser.add_argument("--settings", default="30:5,50:10,100:10", help="depth:top_n pairs")
-    parser.add_argument("--methods", default="allpair,budgeted,tournament")
+    parser.add_argument("--settings", default="30:5,50:10,100:10", help="depth:top_n[:max_calls] (default budget without it)")
+    parser.add_argument("--methods", default="allpair,budgeted,tournament", help="allpair gives the ratios' reference")
+    parser.add_argument("--judges", default=",".join(JUDGES), help=f"comma-separated, of: {', '.join(JUDGES)}")
+    parser.add_argument("--seeds", type=int, default=1, help="judge seeds 0..N-1; ratios are taken per seed, then averaged")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--json", type=Path, default=Path("runs/rerank_simulation.json"))
     args = parser.parse_args()
+    settings = parse_settings(args.settings)
+    judges = args.judges.split(",")
+    if unknown := set(judges) - set(JUDGES):
+        raise SystemExit(f"--judges: unknown {sorted(unknown)}; choose from {', '.join(JUDGES)}")
     data = load_beir(args.dataset)
-    settings = [tuple(int(x) for x in pair.split(":")) for pair in args.settings.split(",")]
-    runs_at = first_stage(data, max(depth for depth, _ in settings))
+    runs_at = first_stage(data, max(depth for depth, _, _ in settings))
+    methods = args.methods.split(",")
+    seeds = range(args.seeds)
+    cells = [(d, k, c, j, s, m) for d, k, c in settings for j in judges for s in seeds for m in methods if m != "allpair"]
+    if "allpair" in methods:  # the reference: once per depth, whatever the budget
+        depths = sorted({(d, k) for d, k, _ in settings})
+        cells += [(d, k, None, j, s, "allpair") for d, k in depths for j in judges for s in seeds]
+    cells.sort(key=lambda cell: -cell[0] * (100 if cell[5] == "allpair" else 1))  # the longest first
     rows = []
-    for depth, top_n in settings:
-        runs = {q: ds[:depth] for q, ds in runs_at.items()}
-        base = ir_metrics(data.qrels, {q: {d: -r for r, d in enumerate(ds)} for q, ds in runs.items()}, ["ndcg@10"])["ndcg@10"]
-        for judge_name in JUDGES:
-            for method in args.methods.split(","):
-                ranked, calls = rerank_all(runs, make_judge(data.qrels, judge_name), method, top_n)
-                ndcg = ir_metrics(data.qrels, ranked, ["ndcg@10"])["ndcg@10"]
-                row = {"depth": depth, "top_n": top_n, "judge": judge_name, "method": method, "ndcg@10": ndcg, "calls": calls}
-                rows.append({**row, "first_stage_ndcg@10": base})
-                print(row, flush=True)
-    print(f"{'depth':>5} {'judge':<24}{'method':<12}{'nDCG@10':>9}{'x allpair':>10}{'calls/q':>9}")
-    for row in rows:
-        ref = next((r for r in rows if (r["depth"], r["judge"], r["method"]) == (row["depth"], row["judge"], "allpair")), row)
-        print(
-            f"{row['depth']:>5} {row['judge']:<24}{row['method']:<12}{row['ndcg@10']:>9.3f}"
-            f"{row['ndcg@10'] / ref['ndcg@10']:>10.3f}{row['calls']:>9.0f}"
-        )
-    write_json(args.json, {"rows": rows})
+    with ProcessPoolExecutor(args.jobs, initializer=_start_worker, initargs=(args.dataset, runs_at)) as pool:
+        for row in tqdm(pool.map(_run_cell, cells), total=len(cells), desc="cells"):
+            rows.append(row)
+    base = {
+        d: ir_metrics(data.qrels, {q: {x: -r for r, x in enumerate(ds[:d])} for q, ds in runs_at.items()}, ["ndcg@10"])["ndcg@10"]
+        for d, _, _ in settings
+    }
+    lines = summarize(rows)
+    lines.sort(key=lambda line: (line["depth"], line["max_calls"] or 0, list(JUDGES).index(line["judge"]), line["method"]))
+    print_table(
+        f"nDCG@10 as a ratio of all-pairs with the same judge and seed: mean (min-max) over {args.seeds} seed(s)",
+        ["depth -> top", "judge", "method", "calls/q", "nDCG@10", "x all-pairs"],
+        [
+            (
+                f"{x['depth']} -> {x['top_n']}", x["judge"], x["method"], f"{x['calls']:.0f}", f"{x['ndcg@10']:.3f}",
+                "-" if x["x_allpair"] is None else f"{x['x_allpair']:.3f} ({x['x_allpair_min']:.3f}-{x['x_allpair_max']:.3f})",
+            )
+            for x in lines
+        ],
+    )  # fmt: skip
+    write_json(args.json, {"first_stage_ndcg@10": base, "summary": lines, "rows": rows})
 
 
 if __name__ == "__main__":
