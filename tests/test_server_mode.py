@@ -50,3 +50,38 @@ def test_a_second_client_sees_additions(chroma_server_port, embed_model, docs):
     writer.add([Document(id_="chef-late", text="Pastry chef who laminates croissant dough at dawn.")])
     reader = ClusterIndex.open("shared-index", host="127.0.0.1", port=port, embed_model=embed_model)
     assert "chef-late" in reader.lists and reader.doc_count == writer.doc_count
+
+
+def test_a_calibration_survives_a_recluster_in_another_process(chroma_server_port):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from llama_index.core import Document
+
+    from cluster_retriever.calibration import calibrate, calibration_queries
+    from cluster_retriever.scan.lists import outlier_fence
+
+    from .hash_embedding import HashEmbedding
+
+    port, model = chroma_server_port, HashEmbedding()
+    texts = [f"topic {i % 10} note {i} " + " ".join(f"w{(i * 7 + j) % 97}" for j in range(5)) for i in range(300)]
+    docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
+    index = ClusterIndex.build(
+        docs, name="calibrated", host="127.0.0.1", port=port, embed_model=model, n_clusters=8, show_progress=False
+    )
+    questions = [f"w{i} w{i + 3} topic {i % 10}" for i in range(30)]
+    index.calibrate(questions)
+    generation = index.manifest.generation
+    # An ingestion job of the app's, in its own process, re-clusters through the same server.
+    job = (
+        "from cluster_retriever import ClusterIndex; from tests.hash_embedding import HashEmbedding; "
+        f"i = ClusterIndex.open('calibrated', host='127.0.0.1', port={port}, embed_model=HashEmbedding()); "
+        "i.recluster(random_state=5)"
+    )
+    subprocess.run([sys.executable, "-c", job], check=True, timeout=120)
+    index.refresh()
+    vectors = calibration_queries(model, questions)
+    assert index.manifest.generation != generation
+    assert index.manifest.calibration == calibrate(index.lists, queries=vectors) != calibrate(index.lists, seed=5)
+    assert index.manifest.query_fence == outlier_fence(np.max(vectors @ index.lists.centroids.T, axis=1))
