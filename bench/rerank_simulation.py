@@ -150,7 +150,7 @@ def _run_cell(cell: tuple[int, int, int | None, str, int, str]) -> dict:
     qrels = _WORLD["qrels"]
     runs = {q: ds[:depth] for q, ds in _WORLD["runs_at"].items()}
     judge = make_judge(qrels, judge_name, seed)
-    ranked, calls = rerank_all(runs, judge, method, top_n, max_calls=None if method == "allpair" else max_calls)
+    ranked, calls = rerank_all(runs, judge, method, top_n, max_calls=max_calls)  # allpair cells have None
     return {
         "depth": depth, "top_n": top_n, "max_calls": max_calls, "judge": judge_name, "seed": seed, "method": method,
         "ndcg@10": ir_metrics(qrels, ranked, ["ndcg@10"])["ndcg@10"], "calls": calls,

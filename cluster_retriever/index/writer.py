@@ -124,10 +124,12 @@ class Writer:
                 "random_state": random_state,
                 "data_collection": data,
                 "clustered_count": len(all_ids),
-                "calibration": calibrate(lists, random_state),
                 "outlier_fence": lists.fence if math.isfinite(lists.fence) else None,
-                "query_fence": None,
-                **(calibrated_on(lists, queries) if queries is not None else {}),
+                **(
+                    calibrated_on(lists, queries)
+                    if queries is not None
+                    else {"calibration": calibrate(lists, random_state), "query_fence": None}
+                ),
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
             manifest = (
@@ -155,7 +157,7 @@ class Writer:
     def _calibration_queries(self, expected: Manifest | None, model: str, dimension: int) -> np.ndarray | None:
         """The real queries the replaced generation was calibrated on, when they still fit
         (same embedding model and dimension)."""
-        if expected is None or expected.embed_model != model or expected.dimension != dimension:
+        if expected is None or expected.embed_model != model:
             return None
         queries = self.store.read_queries(expected.generation)
         return queries if queries is not None and queries.shape[1] == dimension else None

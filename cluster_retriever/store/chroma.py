@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.errors import IndexCorruptedError, StoreOutOfSyncError
-from cluster_retriever.store.clients import ClientAPI, is_in_memory, is_missing_collection
+from cluster_retriever.store.clients import GENERATION_KINDS, ClientAPI, is_in_memory, is_missing_collection
 from cluster_retriever.store.manifest import Manifest, ManifestLog
 from cluster_retriever.store.memory import release_freed_heap
 from cluster_retriever.store.records import CLUSTER_ID_KEY
@@ -77,17 +77,20 @@ class ChromaStore:
         """Chroma's id of a collection: a collection dropped and made again under the same name differs."""
         return str(self._collection(data).id)
 
+    def _generation_name(self, generation: int, kind: str) -> str:
+        return f"{self.name}.g{generation}.{kind}"
+
     def nodes_name(self, generation: int) -> str:
-        return f"{self.name}.g{generation}.nodes"
+        return self._generation_name(generation, "nodes")
 
     def _assign_name(self, generation: int) -> str:
-        return f"{self.name}.g{generation}.assign"
+        return self._generation_name(generation, "assign")
 
     def _centroids_name(self, generation: int) -> str:
-        return f"{self.name}.g{generation}.centroids"
+        return self._generation_name(generation, "centroids")
 
     def _queries_name(self, generation: int) -> str:
-        return f"{self.name}.g{generation}.queries"
+        return self._generation_name(generation, "queries")
 
     def _collection(self, name: str, create: bool = False) -> Any:
         if name not in self._open:  # looking a collection up costs as much as a small query
@@ -124,7 +127,7 @@ class ChromaStore:
     # -- generations ----------------------------------------------------------------------
     def generations(self) -> dict[int, set[str]]:
         """The collections of each generation that exist."""
-        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.(nodes|centroids|assign|queries)$")
+        pattern = re.compile(rf"^{re.escape(self.name)}\.g(\d+)\.({'|'.join(GENERATION_KINDS)})$")
         found: dict[int, set[str]] = {}
         for collection in self.client.list_collections():
             name = collection if isinstance(collection, str) else collection.name
@@ -148,15 +151,17 @@ class ChromaStore:
 
     def drop_generation(self, generation: int, keep: str | None) -> None:
         """Drop a generation's collections, except ``keep`` (the live data collection)."""
-        names = (self.nodes_name(generation), self._centroids_name(generation), self._assign_name(generation))
-        for name in (*names, self._queries_name(generation)):
-            if name == keep:
-                continue
-            self._open.pop(name, None)
-            try:
-                self.client.delete_collection(name)
-            except Exception:  # already gone
-                pass
+        for kind in GENERATION_KINDS:
+            name = self._generation_name(generation, kind)
+            if name != keep:
+                self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        self._open.pop(name, None)
+        try:
+            self.client.delete_collection(name)
+        except Exception:  # already gone
+            pass
 
     def check_generation(self, manifest: Manifest) -> None:
         """The live collections exist, or ``IndexCorruptedError``."""
@@ -317,11 +322,7 @@ class ChromaStore:
     def write_queries(self, generation: int, queries: np.ndarray) -> None:
         """Generation ``generation``'s calibration queries, replacing any it had."""
         name = self._queries_name(generation)
-        self._open.pop(name, None)
-        try:
-            self.client.delete_collection(name)
-        except Exception:  # none yet
-            pass
+        self._drop(name)
         self._collection(name, create=True)
         self._upsert(name, len(queries), lambda a, b: {"ids": [str(q) for q in range(a, b)], "embeddings": queries[a:b]})
 

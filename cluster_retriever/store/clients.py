@@ -72,6 +72,10 @@ def require_store_path(path: str | Path | None) -> Path:
     return folder
 
 
+GENERATION_KINDS = ("nodes", "centroids", "assign", "queries")
+"""The collections a generation ``<name>.g<N>.<kind>`` of an index may have (``store.chroma``)."""
+
+
 def index_names(client: ClientAPI) -> list[str]:
     """The cluster indexes a Chroma database holds (each has a ``<name>.manifest`` collection)."""
     names = (c if isinstance(c, str) else c.name for c in client.list_collections())
@@ -81,7 +85,7 @@ def index_names(client: ClientAPI) -> list[str]:
 def collection_names(client: ClientAPI) -> list[str]:
     """The app's collections in a Chroma database: all but the ones cluster indexes keep."""
     names = (c if isinstance(c, str) else c.name for c in client.list_collections())
-    own = re.compile(r"\.(manifest|g\d+\.(nodes|centroids|assign|queries))$")
+    own = re.compile(rf"\.(manifest|g\d+\.({'|'.join(GENERATION_KINDS)}))$")
     return sorted(name for name in names if not own.search(name))
 
 
