@@ -1,6 +1,6 @@
 """What a rerank costs against a server that behaves like a laptop's Ollama.
 
-    python bench/rerank_latency.py [--latency 0.25] [--slots 2] [--settings 30:5] [--queries 5]
+    python bench/rerank_latency.py [--latency 0.25] [--slots 2] [--settings 30:5] [--queries 5] [--logprobs]
 
 The stub Ollama server (tests/stub_ollama.py, in a process of its own as a real server runs)
 answers each call after ``--latency`` seconds, ``--slots`` calls at a time (the others queue,
@@ -11,7 +11,10 @@ Every call goes through litellm. Per method: LLM calls, prompt and completion to
 server counted them), cost, wall time per query, and nDCG@10 on CISI's judgments beside the
 first stage, all-pairs with the same judge (asked of a second stub without latency) and the
 perfect order; "gain" is the share of the perfect order's nDCG@10 gain over the first stage
-that the method realizes. Writes runs/rerank_latency.json.
+that the method realizes. ``--logprobs``: every method asks the stub's OpenAI-compatible
+endpoint (``/v1``, as Ollama serves it) with ``use_logprobs=True``, and weighs each answer by
+the letters' probabilities (the stub's: a softmax over the words shared with the query).
+Writes runs/rerank_latency.json.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--settings", default="30:5", help="depth:top_n pairs")
     parser.add_argument("--queries", type=int, default=5)
     parser.add_argument("--methods", default="budgeted,tournament")
+    parser.add_argument("--logprobs", action="store_true", help="ask /v1 with use_logprobs=True")
     parser.add_argument("--json", type=Path, default=Path("runs/rerank_latency.json"))
     args = parser.parse_args()
     data = load_beir(args.dataset)
@@ -75,9 +79,17 @@ def main() -> None:
             best = ndcg(data.qrels, perfect)
             for method in ["allpair", *args.methods.split(",")]:
                 url, concurrency = (fast, 64) if method == "allpair" else (slow, 8)
-                reranker = PairwiseLLMReranker(
-                    model="ollama_chat/stub", api_base=url, method=method, top_n=top_n, max_concurrency=concurrency, timeout=120
+                served = (
+                    {
+                        "model": "openai/stub",
+                        "api_base": url + "/v1",
+                        "use_logprobs": True,
+                        "completion_kwargs": {"api_key": "local"},
+                    }
+                    if args.logprobs
+                    else {"model": "ollama_chat/stub", "api_base": url}
                 )
+                reranker = PairwiseLLMReranker(method=method, top_n=top_n, max_concurrency=concurrency, timeout=120, **served)
                 ranked, spent = {}, []
                 for qid, ids in candidates.items():
                     nodes = [NodeWithScore(node=TextNode(id_=d, text=text[d]), score=1.0 - r / depth) for r, d in enumerate(ids)]
@@ -101,6 +113,7 @@ def main() -> None:
                         "wall_s_mean": float(np.mean([s.wall_s for s in spent])),
                         "wall_s_max": float(np.max([s.wall_s for s in spent])),
                         "stopped_by": sorted({str(s.stopped_by) for s in spent}),
+                        "with_logprobs": float(np.mean([s.with_logprobs for s in spent])),
                         "ndcg@10": quality,
                         "first_stage_ndcg@10": first,
                         "perfect_ndcg@10": best,
@@ -109,7 +122,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
     allpair = {(r["depth"], r["top_n"]): r["ndcg@10"] for r in rows if r["method"] == "allpair"}
     print_table(
-        f"{args.queries} CISI queries; server: {args.latency * 1000:.0f} ms a call, {args.slots} at a time (allpair: no latency)",
+        f"{args.queries} CISI queries; server: {args.latency * 1000:.0f} ms a call, {args.slots} at a time (allpair: no latency)"
+        + ("; log-probabilities read" if args.logprobs else ""),
         ["depth -> top", "method", "calls", "prompt tok", "compl. tok", "cost $", "wall s", "nDCG@10", "x allpair", "gain"],
         [
             [

@@ -12,6 +12,9 @@ perceives each passage's relevance as its judged grade plus a fixed error of its
 (normal, sd 0.5), answers "A" with probability sigmoid(3 * (perceived A - perceived B) + 0.8)
 (the 0.8: a position bias, 69% "A" between two equal passages), so its accuracy grows with
 the relevance gap, and it gives the same answer to the same question (temperature 0).
+``realistic+logprobs`` is the same judge, same answers, also reporting the probabilities it
+answers by (as ``use_logprobs=True`` reads them); ``realistic+logprobs x3`` reports them
+overconfident, as small models are (each log-probability times 3, renormalized).
 Each judge runs through the real ``PairwiseLLMReranker`` (both-order querying, caching,
 budget), only the judge is simulated. Reports nDCG@10 of the reranked top-``depth`` first
 stage, as a ratio of all-pairs with the same judge and seed (mean and range over ``--seeds``:
@@ -37,6 +40,7 @@ from tqdm import tqdm
 from cluster_retriever import PairwiseLLMReranker
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.evaluation.metrics import ir_metrics
+from cluster_retriever.rerank.judge import Judged
 
 
 class SimulatedJudge:
@@ -87,31 +91,43 @@ class RealisticJudge(SimulatedJudge):
     """Consistent errors per passage, accuracy growing with the relevance gap, position bias."""
 
     def __init__(
-        self, qrels: dict[str, dict[str, int]], seed: int = 0, error_sd: float = 0.5, sharpness: float = 3.0, bias: float = 0.8
+        self,
+        qrels: dict[str, dict[str, int]],
+        seed: int = 0,
+        error_sd: float = 0.5,
+        sharpness: float = 3.0,
+        bias: float = 0.8,
+        logprobs: float | None = None,
     ) -> None:
         super().__init__(qrels, seed=seed)
-        self.error_sd, self.sharpness, self.position_bias = error_sd, sharpness, bias
-        self.cache_key = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}"
-        self.setwise_cache_key = f"realistic-set|{error_sd}|{sharpness}|{bias}|{seed}"
+        self.seed, self.error_sd, self.sharpness, self.position_bias = seed, error_sd, sharpness, bias
+        self.logprobs = logprobs  # None: plain answers; else the probabilities reported, to this power
+        # the answers do not depend on logprobs, so its verdicts share the plain judge's seed
+        self.cache_key = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}|{logprobs}"
+        self.setwise_cache_key = f"realistic-set|{error_sd}|{sharpness}|{bias}|{seed}|{logprobs}"
 
     def _draw(self, *key: str) -> random.Random:
-        return random.Random(f"{self.cache_key}|{self.query_id}|{'|'.join(key)}")
+        seed = f"realistic|{self.error_sd}|{self.sharpness}|{self.position_bias}|{self.seed}"
+        return random.Random(f"{seed}|{self.query_id}|{'|'.join(key)}")
 
     def perceived(self, passage: str) -> float:
         return self.qrels.get(self.query_id, {}).get(passage, 0) + self._draw(passage).gauss(0, self.error_sd)
 
-    async def choose(self, query: str, passages: list[str]) -> str:
+    async def choose(self, query: str, passages: list[str]) -> str | Judged:  # type: ignore[override]
         """Each passage by ``exp(sharpness * perceived + bias if shown first)``: for a pair,
         P("A") = sigmoid(sharpness * (perceived A - perceived B) + bias)."""
-        weights = [
-            math.exp(self.sharpness * self.perceived(p) + (self.position_bias if i == 0 else 0.0)) for i, p in enumerate(passages)
-        ]
-        draw, total = self._draw(*passages).random() * sum(weights), 0.0
+        logits = [self.sharpness * self.perceived(p) + (self.position_bias if i == 0 else 0.0) for i, p in enumerate(passages)]
+        weights = [math.exp(x - max(logits)) for x in logits]
+        draw, total, letter = self._draw(*passages).random() * sum(weights), 0.0, "ABCDEFGH"[len(passages) - 1]
         for i, weight in enumerate(weights):
             total += weight
             if draw < total:
-                return "ABCDEFGH"[i]
-        return "ABCDEFGH"[len(passages) - 1]
+                letter = "ABCDEFGH"[i]
+                break
+        if self.logprobs is None:
+            return letter
+        reported = [w**self.logprobs for w in weights]
+        return Judged(letter, shares=tuple(w / sum(reported) for w in reported))
 
 
 JUDGES = {
@@ -120,11 +136,15 @@ JUDGES = {
     "noisy 0.1 + biased 0.2": {"noise": 0.1, "bias": 0.2},
     "noisy 0.2 + biased 0.3": {"noise": 0.2, "bias": 0.3},
     "realistic": {},
+    "realistic+logprobs": {"logprobs": 1.0},
+    "realistic+logprobs x3": {"logprobs": 3.0},
 }
 
 
 def make_judge(qrels: dict[str, dict[str, int]], name: str, seed: int = 0) -> SimulatedJudge:
-    return RealisticJudge(qrels, seed=seed) if name == "realistic" else SimulatedJudge(qrels, seed=seed, **JUDGES[name])
+    if name.startswith("realistic"):
+        return RealisticJudge(qrels, seed=seed, **JUDGES[name])
+    return SimulatedJudge(qrels, seed=seed, **JUDGES[name])
 
 
 def parse_settings(text: str) -> list[tuple[int, int, int | None]]:

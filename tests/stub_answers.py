@@ -3,7 +3,9 @@
 Three kinds of prompt reach it:
 - the pairwise reranking prompt (``<query>``, ``<passage_a>``, ``<passage_b>``, and for the
   setwise prompt ``<passage_c>``...): it prefers the passage sharing most words with the
-  query, ties to the first shown (the position bias small models show);
+  query, ties to the first shown (the position bias small models show); its letters'
+  log-probabilities (``judge_logprobs``) are a softmax over the words shared, plus half a word
+  for the first shown, so the letter it names is always the likeliest;
 - the harness's answer prompt ("Context: ... Question: ..."): it answers extractively, with
   the context sentence that shares most words with the question, or "I don't know";
 - RAGAS's structured prompts (an instruction, a JSON schema, ``input: {...}``, ``Output:``):
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from typing import Any
 
@@ -50,8 +53,12 @@ def sentences(text: str, limit: int = 8) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if content_words(s)][:limit]
 
 
+def is_judgment(prompt: str) -> bool:
+    return all(pattern.search(prompt) for pattern in _TAG.values())
+
+
 def respond(prompt: str) -> str:
-    if all(pattern.search(prompt) for pattern in _TAG.values()):
+    if is_judgment(prompt):
         return judge(prompt)
     structured = structured_answer(prompt)
     if structured is not None:
@@ -65,11 +72,23 @@ def respond(prompt: str) -> str:
 _PASSAGE = re.compile(r"<passage_([a-h])>(.*?)</passage_\1>", re.DOTALL)
 
 
-def judge(prompt: str) -> str:
+FIRST_SHOWN_PULL = 0.5  # in words shared: breaks a tie for the first shown, never a real difference
+
+
+def judge_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """Each shown letter with its log-probability, in the order shown."""
     query = html.unescape(_TAG["query"].search(prompt).group(1))  # type: ignore[union-attr]
     shown = [(letter.upper(), html.unescape(text)) for letter, text in _PASSAGE.findall(prompt)]
-    best = max(overlap(query, text) for _, text in shown)
-    return next(letter for letter, text in shown if overlap(query, text) == best)
+    logits = [overlap(query, text) + (FIRST_SHOWN_PULL if i == 0 else 0.0) for i, (_, text) in enumerate(shown)]
+    top = max(logits)
+    total = math.log(sum(math.exp(x - top) for x in logits)) + top
+    return [(letter, logit - total) for (letter, _), logit in zip(shown, logits, strict=True)]
+
+
+def judge(prompt: str) -> str:
+    """The likeliest letter: most words shared with the query, ties to the first shown."""
+    letters = judge_logprobs(prompt)
+    return max(letters, key=lambda pair: pair[1])[0]
 
 
 def extractive_answer(question: str, context: str) -> str:

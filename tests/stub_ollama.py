@@ -1,4 +1,7 @@
-"""A stub LLM that speaks the Ollama HTTP API on 127.0.0.1, for tests only.
+"""A stub LLM that speaks the Ollama HTTP API on 127.0.0.1, for tests only: the native API
+(``/api/chat``, ``/api/generate``) and, as Ollama does under ``/v1``, the OpenAI-compatible
+chat completions, which return the answer's log-probabilities when asked (``logprobs``,
+``top_logprobs``).
 
 What it answers is decided by the text of the prompt (tests/stub_answers.py: pairwise
 judgments, extractive answers, RAGAS's structured outputs). Its failure modes are switched
@@ -15,7 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .stub_answers import overlap, respond
+from .stub_answers import is_judgment, judge_logprobs, overlap, respond
 
 __all__ = ["StubOllama", "overlap"]
 
@@ -25,6 +28,9 @@ def tokens(text: str) -> int:
     import re
 
     return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+CHAT_COMPLETIONS = "/v1/chat/completions"
 
 
 class _Server(ThreadingHTTPServer):
@@ -45,7 +51,7 @@ class StubOllama:
         # "429", "invalid_json" or "huge" (a 20 MB answer).
         self.fault: str | None = None
         self.fault_after = 0  # judge requests answered well before the fault starts
-        self.requests = 0  # judge requests (/api/chat, /api/generate); litellm's /api/show lookups not counted
+        self.requests = 0  # judge requests (/api/chat, /api/generate, /v1/chat/completions); /api/show not counted
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -61,7 +67,7 @@ class StubOllama:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with stub._lock:
-                    stub.requests += self.path in ("/api/chat", "/api/generate")
+                    stub.requests += self.path in ("/api/chat", "/api/generate", CHAT_COMPLETIONS)
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:
@@ -90,6 +96,9 @@ class StubOllama:
                                 "eval_count": tokens(answer),
                             },
                         )
+                    elif self.path == CHAT_COMPLETIONS:
+                        prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
+                        self._send(200, stub.chat_completion(body, prompt))
                     elif self.path == "/api/generate":
                         answer = stub.reply(body.get("prompt", ""))
                         self._send(
@@ -154,6 +163,29 @@ class StubOllama:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def chat_completion(self, body: dict, prompt: str) -> dict:
+        """An OpenAI chat completion, with the first token's log-probabilities when asked: for
+        a judgment, every letter shown and one token that is no letter ("Passage")."""
+        answer = self.reply(prompt)
+        choice: dict = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        if body.get("logprobs") and self.answer is None and is_judgment(prompt):
+            letters = judge_logprobs(prompt)
+            listed = sorted([*letters, ("Passage", min(lp for _, lp in letters) - 2.0)], key=lambda pair: -pair[1])
+            top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in listed[: body.get("top_logprobs") or 1]]
+            choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
+        return {
+            "id": f"stub-{self.requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": tokens(prompt),
+                "completion_tokens": tokens(answer),
+                "total_tokens": tokens(prompt + " " + answer),
+            },
+        }
 
     def reply(self, prompt: str) -> str:
         if self.answer is not None:

@@ -140,4 +140,74 @@ def test_calls_on_the_call_loop_see_the_callers_context():
 def test_a_call_without_a_price_costs_none_not_zero():
     from cluster_retriever.rerank.judge import _cost
 
-    assert _cost(object()) is None  # litellm cannot price it: unknown, not free
+    assert _cost(object(), None) is None and _cost(object(), "openai") is None  # litellm cannot price it: unknown, not free
+
+
+class _Token:
+    def __init__(self, token, logprob):
+        self.token, self.logprob = token, logprob
+
+
+class _Choice:
+    def __init__(self, alternatives):
+        self.logprobs = type("L", (), {"content": [type("C", (), {"top_logprobs": alternatives})()]})()
+
+
+def test_letter_shares_read_every_letter_shown_and_never_overstate_a_missing_one():
+    import math
+
+    from cluster_retriever.rerank.judge import letter_shares
+
+    shares = letter_shares(_Choice([_Token("A", math.log(0.6)), _Token(" B", math.log(0.3)), _Token("Passage", math.log(0.1))]))
+    assert shares == pytest.approx((2 / 3, 1 / 3))
+    # "b" and " B" are one letter (the likelier counts); a letter not listed gets the smallest listed probability
+    assert letter_shares(_Choice([_Token("b", -0.1), _Token("B", -0.5), _Token("The", -3.0)])) == pytest.approx(
+        (math.exp(-3.0) / (math.exp(-3.0) + math.exp(-0.1)), math.exp(-0.1) / (math.exp(-3.0) + math.exp(-0.1)))
+    )
+    setwise = letter_shares(_Choice([_Token("C", -0.2), _Token("A", -2.0)]), count=4)
+    assert len(setwise) == 4 and max(setwise) == setwise[2] and sum(setwise) == pytest.approx(1.0)
+    assert setwise[1] == setwise[3] == setwise[0]  # B and D unlisted: given A's, the smallest listed
+    assert letter_shares(_Choice([_Token("The", -0.1)])) is None  # no letter among them
+    assert letter_shares(_Choice([_Token("A", float("nan")), _Token("B", -1.0)])) == pytest.approx(
+        (math.exp(-1.0) / (2 * math.exp(-1.0)),) * 2
+    )
+    assert letter_shares(object()) is None  # the provider sent none
+
+
+def test_a_choice_with_its_shares_survives_the_cache(tmp_path):
+    from cluster_retriever.rerank.judge import Choice
+
+    cache = VerdictCache(tmp_path / "verdicts.sqlite")
+    cache.put("soft", Choice("B", (0.25, 0.75)).encode())
+    cache.put("plain", "A")  # as an older cache holds plain verdicts
+    reopened = VerdictCache(tmp_path / "verdicts.sqlite")
+    soft, plain = Choice.decode(reopened.get("soft")), Choice.decode(reopened.get("plain"))
+    assert soft == Choice("B", (0.25, 0.75)) and soft.said == (0.25, 0.75) and soft.probability_first() == 0.25
+    assert plain == Choice("A") and plain.said == 0 and plain.probability_first() == 1.0
+
+
+def test_the_api_key_is_no_part_of_the_cache_key():
+    assert LiteLLMJudge("openai/x", completion_kwargs={"api_key": "a"}).cache_key == LiteLLMJudge("openai/x").cache_key
+    assert LiteLLMJudge("openai/x", use_logprobs=True).cache_key != LiteLLMJudge("openai/x").cache_key
+
+
+def test_logprobs_through_litellm_from_an_openai_compatible_server(capsys):
+    """Ollama's /v1 endpoint (here the stub's) returns the first token's log-probabilities: the
+    judge reads every shown letter's share, names the likeliest, and litellm's price lookup
+    for a model it has no price for prints nothing."""
+    import math
+
+    from .stub_answers import FIRST_SHOWN_PULL, overlap
+
+    query, a, b = "pastry chefs laminate dough", "chefs bake bread", "pastry chefs laminate croissant dough"
+    with StubOllama() as stub:
+        base = dict(api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, timeout=10)
+        judged = asyncio.run(LiteLLMJudge("openai/stub", use_logprobs=True, **base)(query, a, b))
+        plain = asyncio.run(LiteLLMJudge("openai/stub", **base)(query, a, b))
+        chosen = asyncio.run(LiteLLMJudge("openai/stub", use_logprobs=True, **base).choose(query, [a, b, "nothing here"]))
+    gap = overlap(query, b) - overlap(query, a) - FIRST_SHOWN_PULL
+    assert judged.verdict == "B" and judged.shares == pytest.approx((1 / (1 + math.exp(gap)), 1 / (1 + math.exp(-gap))))
+    assert judged.prompt_tokens > 20 and judged.completion_tokens == 1 and judged.cost_usd is None
+    assert plain.verdict == "B" and plain.shares is None  # not asked for: none read
+    assert chosen.verdict == "B" and len(chosen.shares) == 3 and chosen.shares[1] == max(chosen.shares)
+    assert "Provider List" not in capsys.readouterr().out

@@ -261,3 +261,28 @@ def test_setwise_needs_a_judge_that_can_choose():
     reranker = PairwiseLLMReranker(model="custom", method="setwise", judge=PairsOnly())
     with pytest.raises(TypeError, match="choose"):
         reranker.rerank(nodes(), QUERY)
+
+
+@pytest.mark.parametrize("method", ["budgeted", "allpair", "setwise"])
+def test_log_probabilities_reach_every_method_through_litellm(stub, method):
+    """``use_logprobs=True`` against an OpenAI-compatible endpoint (Ollama's /v1): every answer
+    comes with the letters' probabilities, the stats say so, and the order follows them."""
+    reranker = PairwiseLLMReranker(
+        model="openai/stub",
+        api_base=stub.url + "/v1",
+        completion_kwargs={"api_key": "local"},
+        use_logprobs=True,
+        method=method,
+        top_n=3,
+    )
+    result = reranker.rerank(nodes(), QUERY)
+    assert ids(result.nodes) == by_overlap()[:3]
+    stats = result.stats
+    assert stats.llm_calls == stub.requests == stats.with_logprobs > 0 and stats.failures == 0
+    assert stats.cost_usd is None  # a model litellm has no price for
+    again = reranker.rerank(nodes(), QUERY)  # the shares come back from the cache
+    assert again.stats.llm_calls == 0 and ids(again.nodes) == ids(result.nodes)
+    plain = PairwiseLLMReranker(
+        model="openai/stub", api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, method=method, top_n=3
+    )
+    assert plain.rerank(nodes(), QUERY).stats.with_logprobs == 0

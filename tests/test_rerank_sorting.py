@@ -1,4 +1,5 @@
 import asyncio
+import math
 import random
 
 import pytest
@@ -94,13 +95,14 @@ class OneOrderJudge:
         self.asked: list[tuple[int, int]] = []
         self.exhausted = False
 
-    async def ordered(self, a: int, b: int) -> str | None:
+    async def ordered(self, a: int, b: int) -> int | tuple[float, ...] | None:
+        """The position named: 0 for ``a`` (shown as "A"), 1 for ``b``."""
         self.calls += 1
         self.asked.append((a, b))
         if self.truth[a] == self.truth[b] or self.rng.random() < self.bias:
-            return "A"
-        right = "A" if self.truth[a] > self.truth[b] else "B"
-        return ("B" if right == "A" else "A") if self.rng.random() < self.noise else right
+            return 0
+        right = 0 if self.truth[a] > self.truth[b] else 1
+        return 1 - right if self.rng.random() < self.noise else right
 
     async def __call__(self, i: int, j: int) -> float:
         raise AssertionError("budgeted asks one order at a time")
@@ -118,7 +120,7 @@ def test_budgeted_spends_at_most_its_budget_and_never_repeats_a_question(n, top_
 def test_budgeted_stops_when_the_comparisons_are_exhausted():
     judge = OneOrderJudge(random_truth(30, 1))
 
-    async def then_exhausted(a: int, b: int) -> str | None:
+    async def then_exhausted(a: int, b: int) -> int | tuple[float, ...] | None:
         judge.exhausted = True  # the deadline passed during the first round
         return await OneOrderJudge.ordered(judge, a, b)
 
@@ -196,3 +198,72 @@ def test_setwise_quality_under_noise_and_position_bias():
         found["first stage"] += len(best & set(range(10)))
     print(found)
     assert found["setwise"] > found["first stage"] + 30
+
+
+class ProbabilityJudge(OneOrderJudge):
+    """A judge that answers with both positions' probabilities (log-probabilities read):
+    P(a shown first is named) = sigmoid(sharpness * (truth[a] - truth[b]) + pull), or, with
+    ``letters_only``, names one position drawn from that probability (the same judge, plain)."""
+
+    def __init__(self, truth: list[float], sharpness: float, pull: float = 0.5, seed: int = 0, letters_only: bool = False):
+        super().__init__(truth, seed=seed)
+        self.sharpness, self.pull, self.letters_only = sharpness, pull, letters_only
+        self.reported: dict[tuple[int, int], float] = {}
+
+    async def ordered(self, a: int, b: int) -> int | tuple[float, ...] | None:
+        self.calls += 1
+        self.asked.append((a, b))
+        p = 1.0 / (1.0 + math.exp(-(self.sharpness * (self.truth[a] - self.truth[b]) + self.pull)))
+        self.reported[(a, b)] = p
+        if self.letters_only:
+            return 0 if random.Random(f"{a}|{b}|{self.rng.random()}").random() < p else 1
+        return (p, 1.0 - p)
+
+
+def test_an_unsure_answer_leaves_its_pair_to_be_asked_again_a_sure_one_settles_it():
+    """The second order only where it can change the outcome: pairs whose first answer was near
+    even odds are asked again (the other order) far more often than pairs answered surely."""
+    again = {"unsure": [0, 0], "sure": [0, 0]}
+    for seed in range(10):
+        judge = ProbabilityJudge(first_stage_truth(30, seed), sharpness=4.0, seed=seed)
+        asyncio.run(ALGORITHMS["budgeted"](30, judge, 5))
+        asked = set(judge.asked)
+        for (a, b), p in judge.reported.items():
+            if (b, a) in asked and judge.asked.index((b, a)) < judge.asked.index((a, b)):
+                continue  # the second order of a pair: counted with the first
+            kind = "unsure" if abs(p - 0.5) < 0.15 else "sure" if abs(p - 0.5) > 0.45 else None
+            if kind:
+                again[kind][0] += 1
+                again[kind][1] += (b, a) in asked
+    unsure, sure = (asked_again / total for total, asked_again in again.values())
+    assert again["unsure"][0] > 20 and again["sure"][0] > 20
+    assert unsure > 2 * sure, again
+
+
+def test_the_judges_probabilities_rank_better_than_its_letters_alone():
+    """The same judge, the same budget: read as probabilities its answers find more of the true
+    top than the letters they name."""
+    from cluster_retriever.rerank.budgeted import budgeted
+
+    found = {"probabilities": 0, "letters": 0}
+    for seed in range(20):
+        truth = first_stage_truth(50, seed)
+        best = set(sorted(range(50), key=lambda i: -truth[i])[:10])
+        for kind in found:
+            judge = ProbabilityJudge(truth, sharpness=3.0, seed=seed, letters_only=kind == "letters")
+            found[kind] += len(best & set(asyncio.run(budgeted(50, judge, 10))[:10]))
+    assert found["probabilities"] > found["letters"], found
+
+
+def test_an_even_odds_answer_tells_the_posterior_nothing():
+    from cluster_retriever.rerank.posterior import ChoicePosterior
+
+    prior = ChoicePosterior(6)
+    even = ChoicePosterior(6)
+    even.add([((5, 0), (0.5, 0.5)), ((4, 1), (0.5, 0.5))])
+    assert even.order() == prior.order() == list(range(6))
+    sure, plain = ChoicePosterior(6), ChoicePosterior(6)
+    sure.add([((5, 0), (0.999, 0.001))] * 3)
+    plain.add([((5, 0), 0)] * 3)
+    assert sure.mean == pytest.approx(plain.mean, abs=0.01)  # a sure answer counts as a plain one
+    assert sure.mean[5] > sure.mean[4]

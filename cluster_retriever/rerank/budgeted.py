@@ -8,7 +8,11 @@ Each round asks the questions worth most for the returned order (``most_valuable
 nDCG discount a pair would swap (zero for two candidates both outside ``top_n``), times the
 posterior probability that their current order is wrong, times what one answer can tell.
 A pair is asked in one order; the other order only when it is again among the most valuable
-questions (the second order where it can change the outcome). A first screening round pairs
+questions (the second order where it can change the outcome). With the judge's
+log-probabilities (``use_logprobs``) an answer counts as its letters' probabilities: a sure
+one settles its pair, an unsure one leaves it among the most valuable, so it is asked again
+(tests/test_rerank_sorting.py: 57% of pairs answered within 0.15 of even odds were asked
+again, 4% of those answered beyond 0.95). A first screening round pairs
 rank ``i`` with rank ``i + n / 2``, so a good candidate buried deep gets one chance. Every
 round ends with a full order (the posterior mean), so a budget, a deadline or failing calls
 stop it with the best order found so far.
@@ -21,14 +25,12 @@ it replaced: 0.89x), 0.93x at 20%.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from cluster_retriever.rerank.posterior import ChoicePosterior, information
 from cluster_retriever.rerank.sorting import Compare
-
-Verdict = Literal["A", "B"]
 
 
 def default_budget(n: int, top_n: int) -> int:
@@ -45,7 +47,9 @@ class OrderedCompare(Protocol):
     @property
     def exhausted(self) -> bool: ...
 
-    async def ordered(self, a: int, b: int) -> Verdict | None: ...
+    async def ordered(self, a: int, b: int) -> int | tuple[float, ...] | None:
+        """The position named (0: ``a``), or both positions' probabilities; None: no answer."""
+        ...
 
 
 class _BothOrders:
@@ -56,9 +60,9 @@ class _BothOrders:
     def __init__(self, compare: Compare) -> None:
         self.compare = compare
 
-    async def ordered(self, a: int, b: int) -> Verdict | None:
+    async def ordered(self, a: int, b: int) -> int | tuple[float, ...] | None:
         outcome = await self.compare(a, b)
-        return None if outcome == 0.5 else "A" if outcome > 0.5 else "B"
+        return None if outcome == 0.5 else 0 if outcome > 0.5 else 1
 
 
 async def budgeted(n: int, compare: Compare, top_n: int | None = None, budget: int | None = None) -> list[int]:
@@ -78,8 +82,8 @@ async def budgeted(n: int, compare: Compare, top_n: int | None = None, budget: i
     round_size = max(4, n // 5)
     while batch:
         asked.update(batch)
-        verdicts = await asyncio.gather(*(asker.ordered(a, b) for a, b in batch))
-        model.add([((a, b), 0 if v == "A" else 1) for (a, b), v in zip(batch, verdicts, strict=True) if v is not None])
+        said = await asyncio.gather(*(asker.ordered(a, b) for a, b in batch))
+        model.add([(pair, answer) for pair, answer in zip(batch, said, strict=True) if answer is not None])
         questions -= len(batch)
         if questions <= 0 or asker.exhausted:
             break

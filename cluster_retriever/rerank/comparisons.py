@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from cluster_retriever.errors import JudgeUnreachable
-from cluster_retriever.rerank.judge import LETTERS, Judge, Judged, SetwiseJudge, VerdictCache
+from cluster_retriever.rerank.judge import Choice, Judge, Judged, SetwiseJudge, VerdictCache
 
 
 @dataclass
@@ -17,6 +17,8 @@ class RerankStats:
     """What one rerank spent: comparisons, LLM calls, tokens and their price, wall time.
 
     ``failures``: calls that timed out on their own ``timeout``, failed or answered nonsense;
+    ``with_logprobs``: answers that came with the letters' probabilities (``use_logprobs`` on a
+    provider that returns them), which the methods weigh by how sure the judge was;
     ``cut_by_deadline``: calls in flight when the rerank's deadline passed (not failures);
     ``skipped_over_budget`` / ``skipped_past_deadline``: calls never made. ``cost_usd`` is None
     when a call's model has no price in litellm's cost map. ``stopped_by``: what ended the
@@ -28,6 +30,7 @@ class RerankStats:
     llm_calls: int = 0
     cache_hits: int = 0
     failures: int = 0
+    with_logprobs: int = 0
     cut_by_deadline: int = 0
     skipped_over_budget: int = 0
     skipped_past_deadline: int = 0
@@ -77,7 +80,7 @@ class Comparisons:
         self.deadline = deadline
         self.semaphore = asyncio.Semaphore(limits.max_concurrency)
         self.pending: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self.single: dict[tuple[int, ...], asyncio.Future[str | None]] = {}  # one-order and setwise questions
+        self.single: dict[tuple[int, ...], asyncio.Future[Choice | None]] = {}  # one-order and setwise questions
         self.unreachable = False
         self.failures_in_a_row = 0
         self.gave_up = False
@@ -97,23 +100,26 @@ class Comparisons:
             or (budget is not None and self.stats.llm_calls >= budget)
         )
 
-    async def ordered(self, a: int, b: int) -> str | None:
+    async def ordered(self, a: int, b: int) -> int | tuple[float, ...] | None:
         """One question in one order, ``a`` shown as "A" (for methods that model position bias
-        themselves, ``budgeted``); None when it could not be answered. A pair counts as one
-        comparison however many of its orders are asked."""
+        themselves, ``budgeted``): the position named (0: ``a``), or both positions'
+        probabilities when the judge gave them; None when it could not be answered. A pair
+        counts as one comparison however many of its orders are asked."""
         if (a, b) not in self.single and (b, a) not in self.single:
             self.stats.comparisons += 1
-        return await self._once((a, b))
+        choice = await self._once((a, b))
+        return None if choice is None else choice.said
 
-    async def chosen(self, shown: tuple[int, ...]) -> int | None:
+    async def chosen(self, shown: tuple[int, ...]) -> int | tuple[float, ...] | None:
         """Setwise: the position in ``shown`` (the candidates in the order shown) of the one the
-        judge names best; None when it could not be answered. One question, one comparison."""
+        judge names best, or every position's probability when the judge gave them; None when
+        it could not be answered. One question, one comparison."""
         if shown not in self.single:
             self.stats.comparisons += 1
-        letter = await self._once(shown)
-        return None if letter is None else LETTERS.index(letter)
+        choice = await self._once(shown)
+        return None if choice is None else choice.said
 
-    async def _once(self, shown: tuple[int, ...]) -> str | None:
+    async def _once(self, shown: tuple[int, ...]) -> Choice | None:
         if shown not in self.single:  # one task per question: never asked twice in a query
             self.single[shown] = asyncio.ensure_future(self._ask(*shown))
         return await self.single[shown]
@@ -128,15 +134,16 @@ class Comparisons:
     async def _decide(self, i: int, j: int) -> float:
         self.stats.comparisons += 1
         if not self.limits.both_orders:
-            verdict = await self._ask(i, j)
-            return _first_stage(i, j) if verdict is None else float(verdict == "A")
+            choice = await self._ask(i, j)
+            return _first_stage(i, j) if choice is None else choice.probability_first()
         forward, backward = await asyncio.gather(self._ask(i, j), self._ask(j, i))
         if forward is None or backward is None:
             return _first_stage(i, j)
-        # i is "A" in the forward question and "B" in the backward one; a split vote is a tie.
-        return ((forward == "A") + (backward == "B")) / 2
+        # i is "A" in the forward question and "B" in the backward one; a split vote is a tie
+        # (with log-probabilities: the two orders' probabilities that i is better, averaged).
+        return (forward.probability_first() + 1.0 - backward.probability_first()) / 2
 
-    async def _ask(self, *shown: int) -> str | None:
+    async def _ask(self, *shown: int) -> Choice | None:
         """One question: the pair ``(a, b)`` with ``a`` as "A", or (setwise) more passages."""
         judge, cache = self.judge, self.cache
         passages = [self.passages[i] for i in shown]
@@ -150,7 +157,7 @@ class Comparisons:
         )
         if (cached := cache.get(key)) is not None:
             self.stats.cache_hits += 1
-            return cached
+            return Choice.decode(cached)
         if self.unreachable or self.gave_up:
             return None
         async with self.semaphore:
@@ -181,17 +188,25 @@ class Comparisons:
                 raise
         if isinstance(answer, Judged):
             self.stats.spend(answer)
-            verdict = answer.verdict
+            choice = None if answer.verdict is None else Choice(answer.verdict, _shown_shares(answer.shares, len(shown)))
         else:
-            verdict = answer
-        if verdict is None:
+            choice = None if answer is None else Choice(answer)
+        if choice is None:
             self.stats.failures += 1
             self.failures_in_a_row += 1
             self.gave_up = self.gave_up or self.failures_in_a_row >= FAILURES_BEFORE_GIVING_UP
         else:
             self.failures_in_a_row = 0
-            cache.put(key, verdict)
-        return verdict
+            self.stats.with_logprobs += choice.shares is not None
+            cache.put(key, choice.encode())
+        return choice
+
+
+def _shown_shares(shares: tuple[float, ...] | None, count: int) -> tuple[float, ...] | None:
+    """A judge's shares, kept when they are one probability per passage shown and sum to 1."""
+    if shares is None or len(shares) != count or not all(0.0 <= s <= 1.0 for s in shares) or abs(sum(shares) - 1.0) > 1e-3:
+        return None
+    return tuple(float(s) for s in shares)
 
 
 def _first_stage(i: int, j: int) -> float:

@@ -12,6 +12,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -32,6 +33,7 @@ _T = TypeVar("_T")
 Verdict = Literal["A", "B"]
 LETTERS = "ABCDEFGH"  # a setwise question's passages, in the order shown
 PROMPT_VERSION = "prp-1"
+CREDENTIALS = frozenset({"api_key"})  # a completion option that never changes a verdict
 MAX_ANSWER_CHARS = 2000  # a verdict is one letter; a longer answer is a misbehaving server
 
 DEFAULT_PROMPT = PromptTemplate(
@@ -55,12 +57,42 @@ SETWISE_PROMPT = PromptTemplate(
 @dataclass(frozen=True)
 class Judged:
     """A judge's answer with what the call cost (``cost_usd`` None: the model has no price in
-    litellm's cost map). ``verdict`` None: the answer named neither passage."""
+    litellm's cost map). ``verdict`` None: the answer named neither passage. ``shares``: each
+    shown passage's probability of being named (A's first), from the answer's log-probabilities
+    when the provider returned them; None for a plain answer."""
 
     verdict: str | None  # "A" or "B"; setwise, the letter of the passage named
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float | None = None
+    shares: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What one question's answer said: the letter named and, when the judge gave them, every
+    shown passage's probability of being named (``shares``). Cached as ``"A"`` or
+    ``"A|0.91,0.09"``."""
+
+    letter: str
+    shares: tuple[float, ...] | None = None
+
+    @property
+    def said(self) -> int | tuple[float, ...]:
+        """The shares when there are any, else the position of the letter named."""
+        return self.shares if self.shares is not None else LETTERS.index(self.letter)
+
+    def probability_first(self) -> float:
+        """For a pair: the probability that the passage shown as A is the better one."""
+        return self.shares[0] if self.shares is not None else float(self.letter == "A")
+
+    def encode(self) -> str:
+        return self.letter if self.shares is None else self.letter + "|" + ",".join(f"{s:.4f}" for s in self.shares)
+
+    @classmethod
+    def decode(cls, text: str) -> Choice:
+        letter, _, shares = text.partition("|")
+        return cls(letter, tuple(float(s) for s in shares.split(",")) if shares else None)
 
 
 class Judge(Protocol):
@@ -135,12 +167,14 @@ class LiteLLMJudge:
         self.max_passage_chars = max_passage_chars
         # litellm's Ollama providers refuse logprobs; OpenAI-compatible servers return them.
         self.use_logprobs = use_logprobs and not model.startswith(("ollama/", "ollama_chat/"))
+        self.provider = _provider(model)
         self.prompt = prompt
         self.setwise_prompt = setwise_prompt
         self.completion_kwargs = completion_kwargs or {}
         # Everything that can change a verdict: the model, the prompt, how passages are cut,
         # the completion options (sampling settings, a system prompt...).
-        options = json.dumps(self.completion_kwargs, sort_keys=True, default=str)
+        verdict_options = {k: v for k, v in self.completion_kwargs.items() if k not in CREDENTIALS}
+        options = json.dumps(verdict_options, sort_keys=True, default=str)
         signature = f"{prompt.get_template()}|{max_passage_chars}|{self.use_logprobs}|{options}"
         self.cache_key = f"{model}|{PROMPT_VERSION}|{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
         setwise = f"{setwise_prompt.get_template()}|{max_passage_chars}|{self.use_logprobs}|{options}"
@@ -199,9 +233,9 @@ class LiteLLMJudge:
         if len(content) > MAX_ANSWER_CHARS:  # not priced: litellm would count its tokens again, holding the GIL
             logger.debug("judge answer of %d characters refused", len(content))
             return Judged(None, *tokens, None)
-        spent = Judged(None, *tokens, _cost(response))
-        if self.use_logprobs and (verdict := _verdict_from_logprobs(choice, count)):
-            return replace(spent, verdict=verdict)
+        spent = Judged(None, *tokens, _cost(response, self.provider))
+        if self.use_logprobs and (shares := letter_shares(choice, count)):
+            return replace(spent, verdict=LETTERS[shares.index(max(shares))], shares=shares)
         return replace(spent, verdict=parse_choice(content, count))
 
 
@@ -234,10 +268,19 @@ async def off_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _CALL_LOOP.get()))
 
 
-def _cost(response: Any) -> float | None:
-    """The call's price from litellm's cost map; None for a model it has no price for."""
+def _provider(model: str) -> str | None:
     try:
-        cost = litellm.completion_cost(completion_response=response)
+        return str(litellm.get_llm_provider(model)[1])
+    except Exception:  # litellm names no provider for it: the price lookup says so
+        return None
+
+
+def _cost(response: Any, provider: str | None) -> float | None:
+    """The call's price from litellm's cost map; None for a model it has no price for. Given
+    the provider, litellm looks the answer's model up without printing its provider list to
+    stdout (it did, twice a call, for ``openai/<a local model>``)."""
+    try:
+        cost = litellm.completion_cost(completion_response=response, custom_llm_provider=provider)
     except Exception:  # litellm raises for models missing from its map
         return None
     return float(cost) if cost is not None else None
@@ -259,21 +302,34 @@ def _is_refused(exc: Exception) -> bool:
     )
 
 
-def _verdict_from_logprobs(choice: Any, count: int = 2) -> str | None:
-    """The likeliest of the first ``count`` letters (P(A) vs P(B) for a pair) over the first
-    token's alternatives, when the provider sent them."""
+def letter_shares(choice: Any, count: int = 2) -> tuple[float, ...] | None:
+    """Each of the first ``count`` letters' share of their probability, over the first
+    token's alternatives, when the provider sent them (None otherwise, or when none of them
+    is a letter shown). A letter missing from the alternatives is given the smallest
+    probability listed, an upper bound of its own: a short list never makes an answer look
+    surer than the model was."""
     try:
         alternatives = choice.logprobs.content[0].top_logprobs
     except (AttributeError, IndexError, TypeError):
         return None
+    listed: list[float] = []
     best: dict[str, float] = {}
-    for alternative in alternatives:
-        letter = alternative.token.strip().upper()
-        if len(letter) == 1 and letter in LETTERS[:count]:
-            best[letter] = max(best.get(letter, float("-inf")), alternative.logprob)
+    for alternative in alternatives or []:
+        try:
+            letter, logprob = str(alternative.token).strip().upper(), float(alternative.logprob)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if not math.isfinite(logprob):
+            continue
+        listed.append(logprob)
+        if len(letter) == 1 and letter in LETTERS[:count]:  # "A", " A" and "a" are one letter
+            best[letter] = max(best.get(letter, float("-inf")), logprob)
     if not best:
         return None
-    return max(best, key=best.__getitem__)
+    floor = min(listed)
+    weights = [math.exp(best.get(letter, floor) - max(best.values())) for letter in LETTERS[:count]]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
 class VerdictCache:

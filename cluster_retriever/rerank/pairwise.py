@@ -80,7 +80,11 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
     )
     set_size: int = Field(default=4, ge=2, le=8, description="Passages shown in one call by method='setwise'.")
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
-    use_logprobs: bool = Field(default=False, description="Decide by P(A) vs P(B) where the provider returns logprobs.")
+    use_logprobs: bool = Field(
+        default=False,
+        description="Read the letters' probabilities where the provider returns logprobs (OpenAI-compatible servers, "
+        "Ollama's /v1 among them): an unsure answer counts for little and its pair is asked again, a sure one settles it.",
+    )
     cache_path: str | None = Field(default=None, description="SQLite file that keeps verdicts across queries and runs.")
     completion_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for litellm.acompletion.")
 

@@ -9,6 +9,13 @@ rank (from +1 at the top to -1 at the bottom) and ``alpha`` how much this query'
 is worth, fitted too, so the first stage is evidence in proportion to how often the judge
 agrees with it. Fitted by Newton's method on the log posterior (weak normal priors), with its
 Laplace approximation for the uncertainty.
+
+An answer that came with the letters' probabilities (log-probabilities) counts as that
+distribution over the positions shown, not as one named position: a 0.55 answer moves the
+model little and leaves the pair worth asking again (in the other order), a 0.99 answer
+settles it as a plain answer does. The likelihood is then the cross-entropy of the
+probabilities against the model's (a fractional observation), whose curvature is the plain
+answer's.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import numpy as np
 PRIOR_SD = 1.0  # of delta, of the position effects and of alpha (around 1), on the logit scale: weak, not tuned per data
 NEWTON_STEPS = 12
 
-Answer = tuple[tuple[int, ...], int]
-"""The candidates shown, in the order shown, and the position of the one the judge named."""
+Answer = tuple[tuple[int, ...], int | tuple[float, ...]]
+"""The candidates shown, in the order shown, and the position of the one the judge named, or
+each position's probability of being named (the letters' probabilities, summing to 1)."""
 
 
 class ChoicePosterior:
@@ -57,7 +65,11 @@ class ChoicePosterior:
             shown[row, : len(candidates)] = candidates
         present = shown >= 0
         named = np.zeros(shown.shape)
-        named[np.arange(len(self.answers)), [position for _, position in self.answers]] = 1.0
+        for row, (candidates, said) in enumerate(self.answers):
+            if isinstance(said, tuple):
+                named[row, : len(candidates)] = said
+            else:
+                named[row, said] = 1.0
         # utility coordinates: theta_0..theta_{n-1}, then the pulls of positions 0..free-1
         pulled = np.broadcast_to(np.arange(self.positions) < free, shown.shape) & present
         pull_of = np.broadcast_to(n + np.arange(self.positions), shown.shape)

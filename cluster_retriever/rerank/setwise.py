@@ -36,7 +36,9 @@ class SetCompare(Protocol):
     @property
     def exhausted(self) -> bool: ...
 
-    async def chosen(self, shown: tuple[int, ...]) -> int | None: ...
+    async def chosen(self, shown: tuple[int, ...]) -> int | tuple[float, ...] | None:
+        """The position named, or every position's probability; None: no answer."""
+        ...
 
 
 class _Knockout:
@@ -47,7 +49,7 @@ class _Knockout:
     def __init__(self, compare: Compare) -> None:
         self.compare = compare
 
-    async def chosen(self, shown: tuple[int, ...]) -> int | None:
+    async def chosen(self, shown: tuple[int, ...]) -> int | tuple[float, ...] | None:
         best, decided = 0, False
         for position in range(1, len(shown)):
             outcome = await self.compare(shown[position], shown[best])

@@ -1,7 +1,8 @@
 """Ranking from pairwise comparisons, over any judge.
 
 Items are indices ``0..n-1`` in first-stage order. ``compare(i, j)`` returns how strongly
-``i`` beats ``j``: 1.0 (i better), 0.0 (j better) or 0.5 (a tie: the two orders disagreed).
+``i`` beats ``j``: 1.0 (i better), 0.0 (j better) or 0.5 (a tie: the two orders disagreed);
+with the judge's log-probabilities, the probability that ``i`` is better, between them.
 Each algorithm returns a permutation of ``range(n)``: nothing dropped, nothing repeated.
 Ties and unresolved positions always fall back to the first-stage order.
 """
