@@ -100,15 +100,15 @@ class RealisticJudge(SimulatedJudge):
         logprobs: float | None = None,
     ) -> None:
         super().__init__(qrels, seed=seed)
-        self.seed, self.error_sd, self.sharpness, self.position_bias = seed, error_sd, sharpness, bias
+        self.error_sd, self.sharpness, self.position_bias = error_sd, sharpness, bias
         self.logprobs = logprobs  # None: plain answers; else the probabilities reported, to this power
-        # the answers do not depend on logprobs, so its verdicts share the plain judge's seed
-        self.cache_key = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}|{logprobs}"
+        # the answers do not depend on logprobs: the draws share the plain judge's seed
+        self.draws = f"realistic|{error_sd}|{sharpness}|{bias}|{seed}"
+        self.cache_key = f"{self.draws}|{logprobs}"
         self.setwise_cache_key = f"realistic-set|{error_sd}|{sharpness}|{bias}|{seed}|{logprobs}"
 
     def _draw(self, *key: str) -> random.Random:
-        seed = f"realistic|{self.error_sd}|{self.sharpness}|{self.position_bias}|{self.seed}"
-        return random.Random(f"{seed}|{self.query_id}|{'|'.join(key)}")
+        return random.Random(f"{self.draws}|{self.query_id}|{'|'.join(key)}")
 
     def perceived(self, passage: str) -> float:
         return self.qrels.get(self.query_id, {}).get(passage, 0) + self._draw(passage).gauss(0, self.error_sd)
