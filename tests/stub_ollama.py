@@ -45,6 +45,8 @@ class StubOllama:
         # Requests served at once, as Ollama's OLLAMA_NUM_PARALLEL: the others queue (None: all).
         self._slots = threading.BoundedSemaphore(slots) if slots else None
         self.status = 200  # set to 500 to fail every call
+        self.refuse_logprobs = False  # answer a /v1 request asking for logprobs with a 400, as some servers do
+        self.refused = 0
         self.answer: str | None = None  # set to force an answer (e.g. garbage)
         self.garble: str | None = None  # prompts containing this text get malformed JSON back
         # A misbehaving server, for the fault-injection tests: "hang", "dribble", "reset",
@@ -96,6 +98,11 @@ class StubOllama:
                                 "eval_count": tokens(answer),
                             },
                         )
+                    elif self.path == CHAT_COMPLETIONS and stub.refuse_logprobs and body.get("logprobs"):
+                        with stub._lock:
+                            stub.refused += 1
+                        message = "logprobs is not supported by this server"
+                        self._send(400, {"error": {"message": message, "type": "invalid_request_error", "code": 400}})
                     elif self.path == CHAT_COMPLETIONS:
                         prompt = "\n".join(m.get("content", "") for m in body.get("messages", []))
                         self._send(200, stub.chat_completion(body, prompt))

@@ -73,9 +73,18 @@ def test_passages_are_cut_to_max_chars():
     assert "x" * 10 in prompt and "x" * 11 not in prompt
 
 
-def test_logprobs_are_not_requested_from_ollama():
+def test_logprobs_are_read_wherever_litellm_passes_them_on(caplog):
+    """By default, from the providers litellm passes ``logprobs`` on to (OpenAI and OpenAI-compatible
+    endpoints such as Ollama's /v1), never from its Ollama providers (which refuse them, litellm
+    issue #17165) nor from one it names no parameters for; asked for where they cannot come, a
+    warning names the route that has them."""
+    assert LiteLLMJudge("openai/llama3.2").use_logprobs and LiteLLMJudge("gpt-4o-mini").use_logprobs
+    assert not LiteLLMJudge("openai/llama3.2", use_logprobs=False).use_logprobs
+    for model in ("ollama_chat/llama3.2", "ollama/llama3.2", "anthropic/claude-3-5-haiku-20241022", "no-such-provider"):
+        assert not LiteLLMJudge(model).use_logprobs
+    assert not caplog.records  # the default says nothing
     assert not LiteLLMJudge("ollama_chat/llama3.2", use_logprobs=True).use_logprobs
-    assert LiteLLMJudge("openai/gpt-4o-mini", use_logprobs=True).use_logprobs
+    assert "api_base='http://localhost:11434/v1'" in caplog.text
 
 
 def test_cache_key_depends_on_every_part():
@@ -188,7 +197,7 @@ def test_a_choice_with_its_shares_survives_the_cache(tmp_path):
 
 def test_the_api_key_is_no_part_of_the_cache_key():
     assert LiteLLMJudge("openai/x", completion_kwargs={"api_key": "a"}).cache_key == LiteLLMJudge("openai/x").cache_key
-    assert LiteLLMJudge("openai/x", use_logprobs=True).cache_key != LiteLLMJudge("openai/x").cache_key
+    assert LiteLLMJudge("openai/x", use_logprobs=False).cache_key != LiteLLMJudge("openai/x").cache_key
 
 
 def test_logprobs_through_litellm_from_an_openai_compatible_server(capsys):
@@ -203,7 +212,7 @@ def test_logprobs_through_litellm_from_an_openai_compatible_server(capsys):
     with StubOllama() as stub:
         base = dict(api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, timeout=10)
         judged = asyncio.run(LiteLLMJudge("openai/stub", use_logprobs=True, **base)(query, a, b))
-        plain = asyncio.run(LiteLLMJudge("openai/stub", **base)(query, a, b))
+        plain = asyncio.run(LiteLLMJudge("openai/stub", use_logprobs=False, **base)(query, a, b))
         chosen = asyncio.run(LiteLLMJudge("openai/stub", use_logprobs=True, **base).choose(query, [a, b, "nothing here"]))
     gap = overlap(query, b) - overlap(query, a) - FIRST_SHOWN_PULL
     assert judged.verdict == "B" and judged.shares == pytest.approx((1 / (1 + math.exp(gap)), 1 / (1 + math.exp(-gap))))
@@ -211,3 +220,20 @@ def test_logprobs_through_litellm_from_an_openai_compatible_server(capsys):
     assert plain.verdict == "B" and plain.shares is None  # not asked for: none read
     assert chosen.verdict == "B" and len(chosen.shares) == 3 and chosen.shares[1] == max(chosen.shares)
     assert "Provider List" not in capsys.readouterr().out
+
+
+def test_a_server_that_refuses_logprobs_is_asked_without(caplog):
+    """An OpenAI-compatible server that answers a request for logprobs with a 400: the judge
+    asks that question again without them, and every later one too, says so once, and keys its
+    verdicts as letter-only ones."""
+    query, a, b = "pastry chefs laminate dough", "chefs bake bread", "pastry chefs laminate croissant dough"
+    with StubOllama() as stub:
+        stub.refuse_logprobs = True
+        judge = LiteLLMJudge("openai/stub", api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, timeout=10)
+        asked_with = judge.cache_key
+        first = asyncio.run(judge(query, a, b))
+        second = asyncio.run(judge(query, b, a))
+    assert first.verdict == "B" and second.verdict == "A" and first.shares is None and second.shares is None
+    assert stub.refused == 1 and stub.requests == 3  # one refusal, then two answers
+    assert not judge.use_logprobs and judge.cache_key == LiteLLMJudge("openai/stub", use_logprobs=False).cache_key != asked_with
+    assert caplog.text.count("refused logprobs") == 1

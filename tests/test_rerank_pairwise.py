@@ -263,18 +263,18 @@ def test_setwise_needs_a_judge_that_can_choose():
         reranker.rerank(nodes(), QUERY)
 
 
+def openai_compatible(stub, **options) -> PairwiseLLMReranker:
+    """A reranker on the stub's OpenAI-compatible endpoint (``/v1``, as Ollama serves it)."""
+    return PairwiseLLMReranker(
+        model="openai/stub", api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, top_n=3, **options
+    )
+
+
 @pytest.mark.parametrize("method", ["budgeted", "allpair", "setwise"])
 def test_log_probabilities_reach_every_method_through_litellm(stub, method):
     """``use_logprobs=True`` against an OpenAI-compatible endpoint (Ollama's /v1): every answer
     comes with the letters' probabilities, the stats say so, and the order follows them."""
-    reranker = PairwiseLLMReranker(
-        model="openai/stub",
-        api_base=stub.url + "/v1",
-        completion_kwargs={"api_key": "local"},
-        use_logprobs=True,
-        method=method,
-        top_n=3,
-    )
+    reranker = openai_compatible(stub, use_logprobs=True, method=method)
     result = reranker.rerank(nodes(), QUERY)
     assert ids(result.nodes) == by_overlap()[:3]
     stats = result.stats
@@ -282,7 +282,17 @@ def test_log_probabilities_reach_every_method_through_litellm(stub, method):
     assert stats.cost_usd is None  # a model litellm has no price for
     again = reranker.rerank(nodes(), QUERY)  # the shares come back from the cache
     assert again.stats.llm_calls == 0 and ids(again.nodes) == ids(result.nodes)
-    plain = PairwiseLLMReranker(
-        model="openai/stub", api_base=stub.url + "/v1", completion_kwargs={"api_key": "local"}, method=method, top_n=3
-    )
-    assert plain.rerank(nodes(), QUERY).stats.with_logprobs == 0
+    default = openai_compatible(stub, method=method)
+    assert default.use_logprobs is None and default.rerank(nodes(), QUERY).stats.with_logprobs > 0  # read here by default
+    assert openai_compatible(stub, use_logprobs=False, method=method).rerank(nodes(), QUERY).stats.with_logprobs == 0
+
+
+def test_a_server_refusing_logprobs_costs_no_comparison(stub):
+    """Concurrent calls refused for asking logprobs (a 400 from an OpenAI-compatible server) are
+    asked again without them: nothing fails, nothing falls back, the order is the letters'."""
+    stub.refuse_logprobs = True
+    result = openai_compatible(stub).rerank(nodes(), QUERY)
+    stats = result.stats
+    assert ids(result.nodes) == by_overlap()[:3]
+    assert stats.failures == 0 and not stats.fell_back and stats.with_logprobs == 0 and stats.llm_calls > 0
+    assert stub.requests == stats.llm_calls + stub.refused and stub.refused >= 1

@@ -156,7 +156,7 @@ class LiteLLMJudge:
         api_base: str | None = None,
         timeout: float = 30.0,
         max_passage_chars: int = 1500,
-        use_logprobs: bool = False,
+        use_logprobs: bool | None = None,
         prompt: PromptTemplate = DEFAULT_PROMPT,
         completion_kwargs: dict[str, Any] | None = None,
         setwise_prompt: PromptTemplate = SETWISE_PROMPT,
@@ -165,20 +165,30 @@ class LiteLLMJudge:
         self.api_base = api_base
         self.timeout = timeout
         self.max_passage_chars = max_passage_chars
-        # litellm's Ollama providers refuse logprobs; OpenAI-compatible servers return them.
-        self.use_logprobs = use_logprobs and not model.startswith(("ollama/", "ollama_chat/"))
         self.provider = _provider(model)
         self.prompt = prompt
         self.setwise_prompt = setwise_prompt
         self.completion_kwargs = completion_kwargs or {}
-        # Everything that can change a verdict: the model, the prompt, how passages are cut,
-        # the completion options (sampling settings, a system prompt...).
+        self.use_logprobs = use_logprobs is not False and _offers_logprobs(model, self.provider)
+        if use_logprobs and not self.use_logprobs:
+            logger.warning(
+                "use_logprobs=True, but litellm's %r provider does not pass logprobs on: answers are read by their "
+                "letters. For Ollama, ask its OpenAI-compatible endpoint: model='openai/<model>', "
+                "api_base='http://localhost:11434/v1'.",
+                self.provider,
+            )
+        self._key_verdicts()
+
+    def _key_verdicts(self) -> None:
+        """The verdict cache keys, from everything that can change a verdict: the model, the
+        prompt, how passages are cut, whether probabilities are read, the completion options
+        (sampling settings, a system prompt...)."""
         verdict_options = {k: v for k, v in self.completion_kwargs.items() if k not in CREDENTIALS}
         options = json.dumps(verdict_options, sort_keys=True, default=str)
-        signature = f"{prompt.get_template()}|{max_passage_chars}|{self.use_logprobs}|{options}"
-        self.cache_key = f"{model}|{PROMPT_VERSION}|{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
-        setwise = f"{setwise_prompt.get_template()}|{max_passage_chars}|{self.use_logprobs}|{options}"
-        self.setwise_cache_key = f"{model}|set-1|{hashlib.sha256(setwise.encode()).hexdigest()[:12]}"
+        signature = f"{self.prompt.get_template()}|{self.max_passage_chars}|{self.use_logprobs}|{options}"
+        self.cache_key = f"{self.model}|{PROMPT_VERSION}|{hashlib.sha256(signature.encode()).hexdigest()[:12]}"
+        setwise = f"{self.setwise_prompt.get_template()}|{self.max_passage_chars}|{self.use_logprobs}|{options}"
+        self.setwise_cache_key = f"{self.model}|set-1|{hashlib.sha256(setwise.encode()).hexdigest()[:12]}"
 
     def render(self, query: str, passage_a: str, passage_b: str) -> str:
         cut = self.max_passage_chars
@@ -216,9 +226,26 @@ class LiteLLMJudge:
             if _is_refused(exc):
                 raise JudgeUnreachable(str(exc)) from exc
             return None
+        except litellm.exceptions.BadRequestError as exc:
+            if not (kwargs.get("logprobs") and "logprob" in str(exc).lower()):
+                logger.debug("judge call failed: %s", exc)
+                return None
+            self._stop_logprobs(exc)  # a server that refuses them: ask again without, from now on
+            return await self._ask(prompt, count)
         except Exception as exc:  # an HTTP error, a provider error: this comparison only
             logger.debug("judge call failed: %s", exc)
             return None
+
+    def _stop_logprobs(self, refusal: Exception) -> None:
+        if self.use_logprobs:  # the first of the calls in flight to be refused says so
+            logger.warning(
+                "%s refused logprobs (%s); its answers are read by their letters from now on (use_logprobs=False "
+                "says so up front).",
+                self.model,
+                str(refusal)[:200],
+            )
+            self.use_logprobs = False
+            self._key_verdicts()
 
     async def _complete(self, messages: list[dict[str, str]], kwargs: dict[str, Any], count: int) -> Judged:
         """The call and the reading of its answer (usage, price, verdict), all on the call
@@ -266,6 +293,19 @@ _CALL_LOOP = _CallLoop()
 async def off_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Await ``coroutine`` run on the LLM call loop; cancelling the wait cancels it there."""
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _CALL_LOOP.get()))
+
+
+def _offers_logprobs(model: str, provider: str | None) -> bool:
+    """Whether litellm passes ``logprobs`` and ``top_logprobs`` on to this model's provider
+    (OpenAI and OpenAI-compatible endpoints, Ollama's /v1 among them, vLLM, Groq, Together...;
+    not its ``ollama``/``ollama_chat`` providers, litellm issue #17165, nor Anthropic's)."""
+    if provider is None:
+        return False
+    try:
+        offered = litellm.get_supported_openai_params(model=model.split("/", 1)[-1], custom_llm_provider=provider)
+    except Exception:  # a provider litellm has no parameter list for
+        return False
+    return {"logprobs", "top_logprobs"} <= set(offered or ())
 
 
 def _provider(model: str) -> str | None:

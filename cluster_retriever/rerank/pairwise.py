@@ -80,10 +80,12 @@ class PairwiseLLMReranker(BaseNodePostprocessor, PromptMixin):
     )
     set_size: int = Field(default=4, ge=2, le=8, description="Passages shown in one call by method='setwise'.")
     max_passage_chars: int = Field(default=1500, ge=1, description="Passages are cut to this many characters.")
-    use_logprobs: bool = Field(
-        default=False,
-        description="Read the letters' probabilities where the provider returns logprobs (OpenAI-compatible servers, "
-        "Ollama's /v1 among them): an unsure answer counts for little and its pair is asked again, a sure one settles it.",
+    use_logprobs: bool | None = Field(
+        default=None,
+        description="Read the letters' probabilities: an unsure answer counts for little and its pair is asked again, "
+        "a sure one settles it. None (default): wherever litellm passes logprobs on to the provider (OpenAI and "
+        "OpenAI-compatible endpoints, Ollama's /v1 among them; not litellm's ollama/ollama_chat providers, nor "
+        "Anthropic's); a server that refuses them is asked without from then on. False: letters only.",
     )
     cache_path: str | None = Field(default=None, description="SQLite file that keeps verdicts across queries and runs.")
     completion_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra arguments for litellm.acompletion.")

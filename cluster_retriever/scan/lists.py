@@ -86,6 +86,7 @@ class InvertedLists:
         # ``outlier_fence``), so documents added later are judged against the fitted corpus.
         self.fence = outlier_fence(affinity) if fence is None else float(fence)
         self.spill = np.flatnonzero(affinity < self.fence)
+        self._spill_labels = labels[self.spill]
         self.ids: np.ndarray = ids
         self.vectors = vectors
         self.labels = labels
@@ -215,7 +216,9 @@ class InvertedLists:
             found = scan_rows(self.layout, query, self._rows_within(chosen, mask), top_k)
         if not spill or chosen is None or not len(self.spill):
             return found
-        extra = self.spill[~np.isin(self.labels[self.spill], chosen)]
+        probed = np.zeros(self.n_clusters, dtype=bool)
+        probed[chosen] = True  # a lookup table: np.isin over the probes took 0.1 ms a query at 100k
+        extra = self.spill[~probed[self._spill_labels]]
         if mask is not None:
             extra = extra[mask[extra]]
         if not len(extra):
