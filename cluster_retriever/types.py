@@ -130,12 +130,16 @@ class SearchParams:
 @dataclass(frozen=True)
 class SearchStats:
     """What one query cost: clusters probed, vectors scanned and the fraction of the corpus;
-    ``exact``: everything that matches was scanned (a small index or filter, or ``flat``)."""
+    ``exact``: everything that matches was scanned (a small index or filter, or ``flat``);
+    ``far_from_clusters``: scanned exactly because the query's nearest centroid lies below the
+    outlier fence (routing cannot be trusted there; ``ClusterIndex.calibrate(queries)`` sets
+    the fence from real queries)."""
 
     clusters_probed: int
     vectors_scanned: int
     fraction_scanned: float
     exact: bool = False
+    far_from_clusters: bool = False
 
 
 @dataclass(frozen=True)

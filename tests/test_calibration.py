@@ -11,7 +11,8 @@ from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.errors import EmbeddingMismatchError
 from cluster_retriever.routing import route
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
-from cluster_retriever.store.clients import collection_names
+from cluster_retriever.store.clients import collection_names, make_client
+from cluster_retriever.types import SearchParams
 from tests.hash_embedding import HashEmbedding
 
 
@@ -118,3 +119,32 @@ def test_a_rebuild_with_another_embedding_model_drops_the_stored_queries(tmp_pat
     assert rebuilt.manifest.query_fence is None and rebuilt.manifest.calibration == calibrate(rebuilt.lists, seed=0)
     assert rebuilt.store.read_queries(rebuilt.manifest.generation) is None
     rebuilt.close()
+
+
+def test_queries_far_from_every_cluster_are_counted_and_warned_of_once(tmp_path, caplog):
+    """A query whose nearest centroid lies below the outlier fence is scanned exactly and its
+    stats say why; when a quarter of a handle's first 100 routed queries are such, one warning
+    names the fix, and after calibrating on queries like them they route again. The app's own
+    Chroma collection, adopted."""
+    rng = np.random.default_rng(5)
+    topics = rng.normal(size=(40, 32))
+    vectors = unit(topics[rng.integers(0, 40, 3000)] + rng.normal(scale=0.3, size=(3000, 32)))
+    client = make_client(str(tmp_path))
+    app = client.get_or_create_collection("app", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    app.add(ids=[f"doc{i}" for i in range(3000)], embeddings=vectors, documents=[f"text {i}" for i in range(3000)])
+    model = HashEmbedding()
+    index = ClusterIndex.from_vector_store(app, client=client, embed_model=model, name="watched", show_progress=False)
+    routed = SearchParams(exact_scan_max_floats=0)  # a small index is otherwise scanned exactly anyway
+    doc_like = [index.search(v, 10, routed).stats for v in vectors[:100]]
+    assert sum(s.far_from_clusters for s in doc_like) <= 3 and "far from every cluster" not in caplog.text  # outliers only
+    index.close()
+    far = unit(rng.normal(size=(120, 32)))  # off every topic
+    fresh = ClusterIndex.open("watched", client=client, embed_model=model)  # each handle watches its own first queries
+    results = [fresh.search(v, 10, routed) for v in far]
+    assert all(r.stats.far_from_clusters and r.stats.exact for r in results)
+    assert all(r.ids == fresh.search(v, 10, SearchParams(mode="flat")).ids for r, v in zip(results, far, strict=True))
+    assert caplog.text.count("far from every cluster") == 1 and "index.calibrate(queries)" in caplog.text
+    fresh.calibrate(far[:60])
+    calibrated = [fresh.search(v, 10, routed).stats for v in far[60:]]
+    assert sum(s.far_from_clusters for s in calibrated) <= 3  # the fence now comes from such queries
+    fresh.close()

@@ -35,21 +35,24 @@ def check_query_vector(manifest: Manifest, vector: np.ndarray) -> None:
         raise InvalidQueryError("The query embedding has NaN, infinite or only zero values: check the embedding model's output.")
 
 
-def probes(snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchParams, sizes: np.ndarray) -> np.ndarray | None:
-    """The clusters to scan (None: every match, exactly)."""
+def probes(
+    snapshot: Snapshot, query: np.ndarray, top_k: int, params: SearchParams, sizes: np.ndarray
+) -> tuple[np.ndarray | None, bool]:
+    """The clusters to scan (None: every match, exactly), and whether that is because the
+    query lies far from every cluster."""
     lists = snapshot.lists
     adaptive = params.adaptive
     target = params.target_recall
     factor = budget_factor(snapshot.manifest.calibration, top_k, target) if adaptive else None
     if adaptive and (int(sizes.sum()) * lists.dim <= params.exact_scan_max_floats or (factor is None and target >= 1.0)):
-        return None  # scanning every match costs no more than routing would
+        return None, False  # scanning every match costs no more than routing would
     if params.mode == "flat":
-        return None
+        return None, False
     similarity = lists.centroids @ query
     fence = lists.fence if snapshot.manifest.query_fence is None else snapshot.manifest.query_fence
     if adaptive and float(np.max(similarity)) < fence:
-        return None  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
-    return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor)
+        return None, True  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
+    return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor), False
 
 
 def search_live(live: LiveState, query: np.ndarray, top_k: int, params: SearchParams, with_nodes: bool) -> SearchResult:
@@ -60,7 +63,9 @@ def search_live(live: LiveState, query: np.ndarray, top_k: int, params: SearchPa
         snapshot = live.snapshot
         with live.readers.reading(snapshot.manifest.generation):
             try:
-                return search_snapshot(live.store, snapshot, query, top_k, params, with_nodes)
+                result = search_snapshot(live.store, snapshot, query, top_k, params, with_nodes)
+                live.watch.saw(result.stats, calibrated_on_queries=snapshot.manifest.query_fence is not None)
+                return result
             except GenerationGone:
                 if attempt:
                     break
@@ -82,7 +87,7 @@ def search_snapshot(
     restriction = params.restriction
     mask = lists.mask(restriction)
     sizes = lists.sizes_within(mask)
-    clusters = probes(snapshot, query, top_k, params, sizes)
+    clusters, far = probes(snapshot, query, top_k, params, sizes)
     restricted = mask is not None
     want = top_k
     while True:
@@ -103,7 +108,7 @@ def search_snapshot(
     nonempty = int(np.count_nonzero(sizes))
     probed = nonempty if clusters is None else len(clusters)
     exact = clusters is None or len(clusters) == nonempty
-    stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact))
+    stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact), far)
     if not with_nodes or records is None:
         return SearchResult([], stats, ids, scores)
     return SearchResult(hits(lists, records, ids, scores), stats, ids, scores)
