@@ -237,3 +237,15 @@ def test_a_server_that_refuses_logprobs_is_asked_without(caplog):
     assert stub.refused == 1 and stub.requests == 3  # one refusal, then two answers
     assert not judge.use_logprobs and judge.cache_key == LiteLLMJudge("openai/stub", use_logprobs=False).cache_key != asked_with
     assert caplog.text.count("refused logprobs") == 1
+
+
+def test_logprobs_forced_through_the_completion_options_are_refused_once_not_forever():
+    """A user's own ``completion_kwargs={"logprobs": True}`` stays in every request: the judge
+    drops its own request for them on the refusal, asks once more, and counts the second
+    refusal as that comparison's failure instead of asking again and again."""
+    with StubOllama() as stub:
+        stub.refuse_logprobs = True
+        options = {"api_key": "local", "logprobs": True}
+        judge = LiteLLMJudge("openai/stub", api_base=stub.url + "/v1", completion_kwargs=options, timeout=10)
+        assert asyncio.run(judge("query", "a", "b")) is None
+    assert stub.refused == stub.requests == 2 and not judge.use_logprobs

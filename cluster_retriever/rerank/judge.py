@@ -165,11 +165,11 @@ class LiteLLMJudge:
         self.api_base = api_base
         self.timeout = timeout
         self.max_passage_chars = max_passage_chars
-        self.provider = _provider(model)
+        listed_as, self.provider = _provider(model)
         self.prompt = prompt
         self.setwise_prompt = setwise_prompt
         self.completion_kwargs = completion_kwargs or {}
-        self.use_logprobs = use_logprobs is not False and _offers_logprobs(model, self.provider)
+        self.use_logprobs = use_logprobs is not False and _offers_logprobs(listed_as, self.provider)
         if use_logprobs and not self.use_logprobs:
             logger.warning(
                 "use_logprobs=True, but litellm's %r provider does not pass logprobs on: answers are read by their "
@@ -212,7 +212,8 @@ class LiteLLMJudge:
 
     async def _ask(self, prompt: str, count: int) -> Judged | None:
         kwargs: dict[str, Any] = {"temperature": 0, "max_tokens": 3, **self.completion_kwargs}
-        if self.use_logprobs:
+        asked_logprobs = self.use_logprobs  # this request's, whatever concurrent refusals decide meanwhile
+        if asked_logprobs:
             kwargs.update(logprobs=True, top_logprobs=max(5, count))
         messages = [{"role": "user", "content": prompt}]
         try:
@@ -227,7 +228,7 @@ class LiteLLMJudge:
                 raise JudgeUnreachable(str(exc)) from exc
             return None
         except litellm.exceptions.BadRequestError as exc:
-            if not (kwargs.get("logprobs") and "logprob" in str(exc).lower()):
+            if not (asked_logprobs and "logprob" in str(exc).lower()):
                 logger.debug("judge call failed: %s", exc)
                 return None
             self._stop_logprobs(exc)  # a server that refuses them: ask again without, from now on
@@ -295,24 +296,27 @@ async def off_loop(coroutine: Coroutine[Any, Any, _T]) -> _T:
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, _CALL_LOOP.get()))
 
 
-def _offers_logprobs(model: str, provider: str | None) -> bool:
-    """Whether litellm passes ``logprobs`` and ``top_logprobs`` on to this model's provider
-    (OpenAI and OpenAI-compatible endpoints, Ollama's /v1 among them, vLLM, Groq, Together...;
-    not its ``ollama``/``ollama_chat`` providers, litellm issue #17165, nor Anthropic's)."""
-    if provider is None:
+def _offers_logprobs(model: str | None, provider: str | None) -> bool:
+    """Whether litellm passes ``logprobs`` and ``top_logprobs`` on to ``model`` (as litellm
+    names it, without its provider) at ``provider``: OpenAI and OpenAI-compatible endpoints,
+    Ollama's /v1 among them, vLLM, Groq, Together...; not its ``ollama``/``ollama_chat``
+    providers (litellm issue #17165), nor Anthropic's."""
+    if model is None or provider is None:
         return False
     try:
-        offered = litellm.get_supported_openai_params(model=model.split("/", 1)[-1], custom_llm_provider=provider)
+        offered = litellm.get_supported_openai_params(model=model, custom_llm_provider=provider)
     except Exception:  # a provider litellm has no parameter list for
         return False
     return {"logprobs", "top_logprobs"} <= set(offered or ())
 
 
-def _provider(model: str) -> str | None:
+def _provider(model: str) -> tuple[str | None, str | None]:
+    """The model's name as litellm lists it (its provider's prefix cut), and the provider."""
     try:
-        return str(litellm.get_llm_provider(model)[1])
+        listed_as, provider, _, _ = litellm.get_llm_provider(model)
     except Exception:  # litellm names no provider for it: the price lookup says so
-        return None
+        return None, None
+    return str(listed_as), str(provider)
 
 
 def _cost(response: Any, provider: str | None) -> float | None:
