@@ -16,22 +16,21 @@ import numpy as np
 from _report import print_table, write_json
 from _vectors import CISI, NOISE, sample_between
 
-from cluster_retriever.calibration import budget_factor, calibrate
+from cluster_retriever.calibration import budget_factor, calibrate, calibrated_route
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.routing import route
 from cluster_retriever.scan.lists import InvertedLists
 
 
 def measure(vectors: np.ndarray, queries: np.ndarray, max_ratio: float | None) -> dict[str, float]:
     clustering = fit_clusters(vectors, "auto", 0, max_ratio=max_ratio)
     lists = InvertedLists(clustering.centroids, [str(i) for i in range(len(vectors))], vectors, clustering.labels)
-    factor = budget_factor(calibrate(lists), 10, 0.95)
+    calibration = calibrate(lists)
     recalls, scanned = [], []
     for q in queries:
         exact = set(np.argsort(-(vectors @ q))[:10].astype(str))
-        clusters = route(lists.centroids @ q, lists.sizes, min_docs=10, budget_factor=factor)
+        clusters = calibrated_route(lists, calibration, q, 10, 0.95)
         found = lists.scan(q, clusters, 10)
         recalls.append(len(exact & set(found.ids)) / 10)
         scanned.append(found.n_scanned / len(vectors))
@@ -40,7 +39,9 @@ def measure(vectors: np.ndarray, queries: np.ndarray, max_ratio: float | None) -
         "largest_over_mean": float(lists.sizes.max() / lists.sizes.mean()),
         "recall@10": float(np.mean(recalls)),
         "scanned": float(np.mean(scanned)),
-        "budget_factor": float(factor or 0.0),
+        "budget_factor": float(
+            budget_factor(calibration, 10, 0.95, float(np.median(np.max(queries @ lists.centroids.T, 1)))) or 0
+        ),
     }
 
 

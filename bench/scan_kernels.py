@@ -23,14 +23,13 @@ import numpy as np
 from _report import print_table, write_json
 from _vectors import CISI, NOISE, recall_at_10, sample_between, timed
 
-from cluster_retriever.calibration import budget_factor, calibrate
+from cluster_retriever.calibration import calibrate, calibrated_route
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.datasets import load_beir
 from cluster_retriever.embeddings import embed_texts, resolve_embed_model
-from cluster_retriever.routing import route
 from cluster_retriever.scan.kernels import RefinedKernel
 from cluster_retriever.scan.lists import InvertedLists
-from cluster_retriever.types import DEFAULT_TARGET_RECALL, SearchParams
+from cluster_retriever.types import DEFAULT_TARGET_RECALL
 
 KERNELS = ("numpy", "faiss", "sq8", "pq4")
 
@@ -51,8 +50,8 @@ def bench_size(n: int, anchors: np.ndarray, queries: np.ndarray, refine: int | N
     clustering = fit_clusters(vectors, "auto", 0)
     lists = InvertedLists(clustering.centroids, [f"d{i}" for i in range(n)], vectors, clustering.labels)
     fit_s = time.perf_counter() - started
-    factor = budget_factor(calibrate(lists), 10, DEFAULT_TARGET_RECALL)
-    probes = [route(lists.centroids @ q, lists.sizes, SearchParams(), min_docs=10, budget_factor=factor) for q in queries]
+    calibration = calibrate(lists)
+    probes = [calibrated_route(lists, calibration, q, 10, DEFAULT_TARGET_RECALL) for q in queries]
     exact = [[f"d{i}" for i in np.argsort(-(vectors @ q))[:10]] for q in queries]
     scanned = float(np.mean([lists.sizes[p].sum() for p in probes])) / n
     rows, baseline = [], None

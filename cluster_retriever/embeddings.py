@@ -156,3 +156,10 @@ def embed_texts(embed_model: BaseEmbedding, texts: Sequence[str], show_progress:
 def embed_query(embed_model: BaseEmbedding, query: str) -> np.ndarray:
     vector: np.ndarray = unit_rows(np.asarray([embed_model.get_query_embedding(query)], dtype=np.float32))[0]
     return vector
+
+
+def embed_queries(embed_model: BaseEmbedding, queries: Sequence[str]) -> np.ndarray:
+    """Queries as unit rows, each embedded as a query (one at a time: 256 short sentences took
+    2.5 s with all-MiniLM-L6-v2 here, against 3.7-5.7 s in padded batches)."""
+    rows = [embed_model.get_query_embedding(query) for query in queries]
+    return unit_rows(np.asarray(rows, dtype=np.float32).reshape(len(queries), -1))

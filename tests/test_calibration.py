@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 from llama_index.core import Document
 
-from cluster_retriever import ClusterIndex
-from cluster_retriever.calibration import budget_factor, calibrate
+from cluster_retriever import ClusterIndex, calibration
+from cluster_retriever.calibration import (
+    CROP_WORDS,
+    budget_factor,
+    calibrate,
+    calibrated_route,
+    pseudo_query_rows,
+    query_like_crops,
+)
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.errors import EmbeddingMismatchError
-from cluster_retriever.routing import route
+from cluster_retriever.index.writer import crop_queries
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 from cluster_retriever.store.clients import collection_names, make_client
 from cluster_retriever.types import SearchParams
@@ -34,10 +41,9 @@ def world():
 
 def delivered(world, calibration, queries: np.ndarray, target: float) -> float:
     lists, vectors, labels, _ = world
-    factor = budget_factor(calibration, 10, target)
     found = 0
     for query in queries:
-        probed = route(lists.centroids @ query, lists.sizes, min_docs=10, budget_factor=factor)
+        probed = calibrated_route(lists, calibration, query, 10, target)
         exact = np.argsort(-(vectors @ query))[:10]
         found += int(np.isin(labels[exact], probed).sum())
     return found / (10 * len(queries))
@@ -55,6 +61,28 @@ def test_calibrated_on_real_queries_it_delivers_the_target_on_queries_like_them(
     assert abs(delivered(world, on_documents, vectors[::20], target) - target) <= 0.025
     # ...and misses it on these harder queries: why real queries are worth calibrating on.
     assert delivered(world, on_documents, queries[300:], target) < held_out - 0.01
+
+
+def test_a_query_further_from_every_cluster_gets_the_budget_of_queries_as_far(world, monkeypatch):
+    """The budget is calibrated per bin of the nearest-centroid similarity: never smaller for a
+    further query, and on queries further from the clusters than documents are, the documents'
+    own calibration comes nearer its target than one budget for all (one bin) does."""
+    lists, vectors, _, queries = world
+    binned = calibrate(lists, seed=1)
+    edges = binned["nearest"]["edges"]
+    assert isinstance(edges, list) and len(edges) == calibration.NEAREST_BINS - 1 and edges == sorted(edges)
+    for depth in ("10", "100"):
+        for target, factors in binned[depth].items():
+            assert isinstance(factors, list) and factors == sorted(factors, reverse=True), (depth, target)
+    nearer, further = 0.9, float(edges[0]) - 0.01
+    assert budget_factor(binned, 10, 0.95, further) > budget_factor(binned, 10, 0.95, nearer)
+    assert budget_factor(binned, 10, 0.95) == budget_factor(binned, 10, 0.95, -1.0)  # unknown: the furthest bin's
+    assert budget_factor({"10": {"0.95": 2.5}}, 10, 0.95, 0.9) == 2.5  # a manifest written before the bins
+    monkeypatch.setattr(calibration, "NEAREST_BINS", 1)
+    single = calibrate(lists, seed=1)
+    far, doc_like = queries[300:], vectors[::20]
+    assert delivered(world, single, far, 0.95) < delivered(world, binned, far, 0.95) <= 0.95 + 0.025
+    assert abs(delivered(world, binned, doc_like, 0.95) - 0.95) <= 0.025
 
 
 def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
@@ -116,7 +144,10 @@ def test_a_rebuild_with_another_embedding_model_drops_the_stored_queries(tmp_pat
     index.close()
     other = OtherHashEmbedding()
     rebuilt = ClusterIndex.build(docs, path=str(tmp_path), embed_model=other, n_clusters=8, show_progress=False)
-    assert rebuilt.manifest.query_fence is None and rebuilt.manifest.calibration == calibrate(rebuilt.lists, seed=0)
+    crops = crop_queries(rebuilt.store, rebuilt.manifest.data_collection, rebuilt.lists, 0, other)
+    assert crops is not None  # the documents have text: a sentence of each joins them
+    assert rebuilt.manifest.query_fence is None
+    assert rebuilt.manifest.calibration == calibrate(rebuilt.lists, seed=0, crops=crops)
     assert rebuilt.store.read_queries(rebuilt.manifest.generation) is None
     rebuilt.close()
 
@@ -148,3 +179,44 @@ def test_queries_far_from_every_cluster_are_counted_and_warned_of_once(tmp_path,
     calibrated = [fresh.search(v, 10, routed).stats for v in far[60:]]
     assert sum(s.far_from_clusters for s in calibrated) <= 3  # the fence now comes from such queries
     fresh.close()
+
+
+def test_a_crop_is_one_sentence_of_its_document():
+    texts = [
+        "Short one. The second sentence is here! And a third one? Yes it is.",
+        "no punctuation at all in this single sentence of twelve plain words here",
+        " ".join(f"w{i}" for i in range(80)) + ". Tail sentence with words.",
+    ]
+    crops = query_like_crops(texts, seed=4)
+    assert crops == query_like_crops(texts, seed=4) != query_like_crops(texts, seed=5)
+    for text, crop in zip(texts, crops, strict=True):
+        assert crop and crop in text and len(crop.split()) <= CROP_WORDS
+    assert crops[0] in ("The second sentence is here!", "And a third one?", "Yes it is.")  # "Short one." is too short
+    assert len(crops[1].split()) == 6  # one sentence: half its words
+
+
+def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path):
+    """Documents with text: a sentence of each, embedded as a query by the index's model, joins
+    the pseudo-queries. Vectors that are not the model's embeddings of their texts (shuffled
+    here), or records without text, leave the documents' own calibration."""
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in range(600)]
+    texts = [". ".join(" ".join(rng.choice(words[(i % 30) * 20 : (i % 30) * 20 + 20], 5)) for _ in range(4)) for i in range(900)]
+    model = HashEmbedding()
+    docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
+    index = ClusterIndex.build(docs, path=str(tmp_path / "own"), embed_model=model, n_clusters=30, show_progress=False)
+    lists, data = index.lists, index.manifest.data_collection
+    crops = crop_queries(index.store, data, lists, 0, model)
+    assert crops is not None and len(crops[0]) == len(pseudo_query_rows(len(lists), 0))
+    rows, vectors = crops
+    assert index.manifest.calibration == calibrate(lists, seed=0, crops=crops) != calibrate(lists, seed=0)
+    shuffled = (rows, vectors[np.random.default_rng(0).permutation(len(rows))])
+    assert calibrate(lists, seed=0, crops=shuffled) == calibrate(lists, seed=0)
+    index.close()
+    client = make_client(str(tmp_path / "app"))
+    app = client.get_or_create_collection("app", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    app.add(ids=[f"doc{i}" for i in range(900)], embeddings=lists.vectors_of([f"doc{i}" for i in range(900)]))
+    adopted = ClusterIndex.from_vector_store(app, client=client, embed_model=model, name="vectors", show_progress=False)
+    assert crop_queries(adopted.store, "app", adopted.lists, 0, model) is None  # vectors only: nothing to crop
+    assert adopted.manifest.calibration == calibrate(adopted.lists, seed=0)
+    adopted.close()

@@ -43,14 +43,15 @@ def probes(
     lists = snapshot.lists
     adaptive = params.adaptive
     target = params.target_recall
-    factor = budget_factor(snapshot.manifest.calibration, top_k, target) if adaptive else None
-    if adaptive and (int(sizes.sum()) * lists.dim <= params.exact_scan_max_floats or (factor is None and target >= 1.0)):
+    if params.mode == "flat" or (adaptive and int(sizes.sum()) * lists.dim <= params.exact_scan_max_floats):
         return None, False  # scanning every match costs no more than routing would
-    if params.mode == "flat":
-        return None, False
     similarity = lists.centroids @ query
+    nearest = float(np.max(similarity))
+    factor = budget_factor(snapshot.manifest.calibration, top_k, target, nearest) if adaptive else None
+    if adaptive and factor is None and target >= 1.0:
+        return None, False  # exact search asked for
     fence = lists.fence if snapshot.manifest.query_fence is None else snapshot.manifest.query_fence
-    if adaptive and float(np.max(similarity)) < fence:
+    if adaptive and nearest < fence:
         return None, True  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
     return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor), False
 

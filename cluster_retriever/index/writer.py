@@ -18,9 +18,9 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import BaseNode
 
-from cluster_retriever.calibration import calibrate, calibrated_on
+from cluster_retriever.calibration import MIN_DOCS, MIN_QUERIES, calibrate, calibrated_on, pseudo_query_rows, query_like_crops
 from cluster_retriever.clustering import NClusters, assign, fit_clusters
-from cluster_retriever.embeddings import embedding_model_id
+from cluster_retriever.embeddings import embed_queries, embedding_model_id
 from cluster_retriever.errors import ConcurrentWriteError, DuplicateIdError, EmptyCorpusError
 from cluster_retriever.filters import filterable
 from cluster_retriever.index.ingest import Batch, node_rows, page_batches
@@ -28,14 +28,32 @@ from cluster_retriever.index.search import check_query_vector
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.scan.lists import InvertedLists
-from cluster_retriever.store.chroma import GenerationGone
+from cluster_retriever.store.chroma import ChromaStore, GenerationGone
 from cluster_retriever.store.locking import WriterLock
-from cluster_retriever.store.manifest import Manifest
+from cluster_retriever.store.manifest import FORMAT_VERSION, Manifest
 
 logger = logging.getLogger(__name__)
 
 WRITE_RETRIES = 5
 T = TypeVar("T")
+
+
+def crop_queries(
+    store: ChromaStore, data: str, lists: InvertedLists, seed: int, embed_model: BaseEmbedding
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The calibration's pseudo-query rows whose records have text, and a sentence of each
+    embedded as a query (``calibration.query_like_crops``); None when too few have text (an
+    app that stores vectors only) or the model's vectors do not fit the lists."""
+    if len(lists) < MIN_DOCS:
+        return None  # not calibrated: scanned exactly
+    rows = pseudo_query_rows(len(lists), seed)
+    records = store.fetch(data, lists.ids[rows].tolist())
+    texts = {doc_id: text for doc_id, (text, _) in records.items() if text.strip()}
+    kept = np.asarray([row for row in rows if lists.ids[row] in texts], dtype=np.int64)
+    if len(kept) < MIN_QUERIES:
+        return None
+    vectors = embed_queries(embed_model, query_like_crops([texts[doc_id] for doc_id in lists.ids[kept]], seed))
+    return (kept, vectors) if vectors.shape[1] == lists.dim else None
 
 
 class Writer:
@@ -117,6 +135,7 @@ class Writer:
             if queries is not None:  # calibrated on real queries before: recalibrated on them
                 store.write_queries(generation, queries)
             fields = {
+                "format_version": FORMAT_VERSION,
                 "embed_model": model,
                 "dimension": matrix.shape[1],
                 "n_clusters": len(clustering.centroids),
@@ -128,7 +147,12 @@ class Writer:
                 **(
                     calibrated_on(lists, queries)
                     if queries is not None
-                    else {"calibration": calibrate(lists, random_state), "query_fence": None}
+                    else {
+                        "calibration": calibrate(
+                            lists, random_state, crops=crop_queries(store, data, lists, random_state, self.embed_model)
+                        ),
+                        "query_fence": None,
+                    }
                 ),
                 "owns_data": write_data or (expected is not None and expected.owns_data and expected.data_collection == data),
             }
@@ -241,7 +265,7 @@ class Writer:
         re-clustering recalibrates on them."""
 
         def apply(state: Snapshot) -> None:  # the queries were checked by ClusterIndex.calibrate
-            manifest = state.manifest.bumped(**calibrated_on(state.lists, queries))
+            manifest = state.manifest.bumped(format_version=FORMAT_VERSION, **calibrated_on(state.lists, queries))
             self.store.write_queries(state.manifest.generation, queries)  # before the commit that uses them
             self.store.manifests.commit(manifest)
             self.live.switch(Snapshot(manifest, state.lists, state.records))

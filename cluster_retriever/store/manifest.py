@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from cluster_retriever.errors import ConcurrentWriteError, IndexCorruptedError, IndexNotFoundError
 from cluster_retriever.store.clients import ClientAPI, index_names, is_missing_collection
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: calibration budgets per bin of the nearest-centroid similarity (lists)
 _KEEP_VERSIONS = 32  # manifest records kept; older ones are pruned after a commit
 
 
@@ -34,8 +34,10 @@ class Manifest(BaseModel):
     data_collection: str = Field(description="The Chroma collection holding the documents and embeddings.")
     owns_data: bool = Field(description="False when the data collection is the app's own (adopted, zero copy).")
     clustered_count: int = Field(0, description="Records when the clusters were last fitted.")
-    calibration: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Probe budget per depth and recall target, measured on this index's data."
+    calibration: dict[str, dict[str, float | list[float]]] = Field(
+        default_factory=dict,
+        description="Probe budgets per depth and recall target (per bin of the query's nearest-centroid similarity), "
+        "measured on this index's data.",
     )
     version: int = Field(0, description="Bumped by every committed write (add, delete, build, recluster).")
     random_state: int = Field(0, description="KMeans seed.")
