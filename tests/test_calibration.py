@@ -144,7 +144,7 @@ def test_a_rebuild_with_another_embedding_model_drops_the_stored_queries(tmp_pat
     index.close()
     other = OtherHashEmbedding()
     rebuilt = ClusterIndex.build(docs, path=str(tmp_path), embed_model=other, n_clusters=8, show_progress=False)
-    crops = crop_queries(rebuilt.store, rebuilt.manifest.data_collection, rebuilt.lists, 0, other)
+    crops = crop_queries({doc.id_: doc.text for doc in docs}, rebuilt.lists, 0, other)
     assert crops is not None  # the documents have text: a sentence of each joins them
     assert rebuilt.manifest.query_fence is None
     assert rebuilt.manifest.calibration == calibrate(rebuilt.lists, seed=0, crops=crops)
@@ -205,8 +205,9 @@ def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path
     model = HashEmbedding()
     docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
     index = ClusterIndex.build(docs, path=str(tmp_path / "own"), embed_model=model, n_clusters=30, show_progress=False)
-    lists, data = index.lists, index.manifest.data_collection
-    crops = crop_queries(index.store, data, lists, 0, model)
+    lists = index.lists
+    by_id = {f"doc{i}": text for i, text in enumerate(texts)}
+    crops = crop_queries(by_id, lists, 0, model)
     assert crops is not None and len(crops[0]) == len(pseudo_query_rows(len(lists), 0))
     rows, vectors = crops
     assert index.manifest.calibration == calibrate(lists, seed=0, crops=crops) != calibrate(lists, seed=0)
@@ -217,6 +218,24 @@ def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path
     app = client.get_or_create_collection("app", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
     app.add(ids=[f"doc{i}" for i in range(900)], embeddings=lists.vectors_of([f"doc{i}" for i in range(900)]))
     adopted = ClusterIndex.from_vector_store(app, client=client, embed_model=model, name="vectors", show_progress=False)
-    assert crop_queries(adopted.store, "app", adopted.lists, 0, model) is None  # vectors only: nothing to crop
+    stored = {doc_id: text for doc_id, (text, _) in adopted.store.fetch("app", list(adopted.lists.ids)).items()}
+    assert crop_queries(stored, adopted.lists, 0, model) is None  # vectors only: nothing to crop
     assert adopted.manifest.calibration == calibrate(adopted.lists, seed=0)
     adopted.close()
+    texted = client.get_or_create_collection("texted", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    texted.add(ids=list(by_id), embeddings=lists.vectors_of(list(by_id)), documents=list(by_id.values()))
+    with_texts = ClusterIndex.from_vector_store(texted, client=client, embed_model=model, name="texted", show_progress=False)
+    cropped = crop_queries(by_id, with_texts.lists, 0, model)  # the app's texts, read from its collection
+    assert (
+        with_texts.manifest.calibration
+        == calibrate(with_texts.lists, seed=0, crops=cropped)
+        != calibrate(with_texts.lists, seed=0)
+    )
+    with_texts.recluster(random_state=1)  # and again at a re-clustering
+    cropped = crop_queries(by_id, with_texts.lists, 1, model)
+    assert (
+        with_texts.manifest.calibration
+        == calibrate(with_texts.lists, seed=1, crops=cropped)
+        != calibrate(with_texts.lists, seed=1)
+    )
+    with_texts.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,7 +28,7 @@ from cluster_retriever.index.search import check_query_vector
 from cluster_retriever.index.snapshot import Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.scan.lists import InvertedLists
-from cluster_retriever.store.chroma import ChromaStore, GenerationGone
+from cluster_retriever.store.chroma import GenerationGone
 from cluster_retriever.store.locking import WriterLock
 from cluster_retriever.store.manifest import FORMAT_VERSION, Manifest
 
@@ -39,21 +39,20 @@ T = TypeVar("T")
 
 
 def crop_queries(
-    store: ChromaStore, data: str, lists: InvertedLists, seed: int, embed_model: BaseEmbedding
+    texts: Mapping[str, str], lists: InvertedLists, seed: int, embed_model: BaseEmbedding
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The calibration's pseudo-query rows whose records have text, and a sentence of each
-    embedded as a query (``calibration.query_like_crops``); None when too few have text (an
-    app that stores vectors only) or the model's vectors do not fit the lists."""
+    """The calibration's pseudo-query rows that have text in ``texts`` (id -> text), and a
+    sentence of each embedded as a query (``calibration.query_like_crops``); None when too few
+    have text (an app that stores vectors only) or the model's vectors do not fit the lists."""
     if len(lists) < MIN_DOCS:
         return None  # not calibrated: scanned exactly
-    rows = pseudo_query_rows(len(lists), seed)
-    records = store.fetch(data, lists.ids[rows].tolist())
-    texts = {doc_id: text for doc_id, (text, _) in records.items() if text.strip()}
-    kept = np.asarray([row for row in rows if lists.ids[row] in texts], dtype=np.int64)
-    if len(kept) < MIN_QUERIES:
+    rows = np.asarray(
+        [row for row in pseudo_query_rows(len(lists), seed) if texts.get(lists.ids[row], "").strip()], dtype=np.int64
+    )
+    if len(rows) < MIN_QUERIES:
         return None
-    vectors = embed_queries(embed_model, query_like_crops([texts[doc_id] for doc_id in lists.ids[kept]], seed))
-    return (kept, vectors) if vectors.shape[1] == lists.dim else None
+    vectors = embed_queries(embed_model, query_like_crops([texts[doc_id] for doc_id in lists.ids[rows]], seed))
+    return (rows, vectors) if vectors.shape[1] == lists.dim else None
 
 
 class Writer:
@@ -112,17 +111,33 @@ class Writer:
         created = [data] if write_data else []
         try:
             all_ids: list[str] = []
+            all_texts: list[str] = []
             all_vectors: list[np.ndarray] = []
             all_metadatas: list[dict[str, Any]] = []
             for ids, vectors, texts, metadatas in batches:
                 if write_data:
                     store.add_records(data, ids, vectors, texts, metadatas, create=True)
                 all_ids.extend(ids)
+                if write_data:  # kept for the calibration's crops (the caller holds these texts anyway)
+                    all_texts.extend(texts)
                 all_vectors.append(vectors)
                 all_metadatas.extend(filterable(m) for m in metadatas)
             if not all_ids:
                 raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
             matrix = np.concatenate(all_vectors)
+
+            def sampled_texts() -> dict[str, str]:
+                """The pseudo-query documents' texts: from the batches of a build, which this
+                process has not read back from Chroma (an embedded client that reads a
+                collection caches it, and then fails on another process's writes to it); read
+                from the data on a re-clustering or an adoption, which read it anyway."""
+                if len(lists) < MIN_DOCS:
+                    return {}
+                wanted = set(lists.ids[pseudo_query_rows(len(lists), random_state)].tolist())
+                if write_data:
+                    return {doc_id: text for doc_id, text in zip(all_ids, all_texts, strict=True) if doc_id in wanted}
+                return {doc_id: text for doc_id, (text, _) in store.fetch(data, sorted(wanted)).items()}
+
             if show_progress:
                 logger.info("clustering %d vectors", len(matrix))
             clustering = fit_clusters(matrix, n_clusters, random_state)
@@ -149,7 +164,7 @@ class Writer:
                     if queries is not None
                     else {
                         "calibration": calibrate(
-                            lists, random_state, crops=crop_queries(store, data, lists, random_state, self.embed_model)
+                            lists, random_state, crops=crop_queries(sampled_texts(), lists, random_state, self.embed_model)
                         ),
                         "query_fence": None,
                     }
