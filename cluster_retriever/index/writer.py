@@ -117,26 +117,13 @@ class Writer:
             for ids, vectors, texts, metadatas in batches:
                 if write_data:
                     store.add_records(data, ids, vectors, texts, metadatas, create=True)
+                    all_texts.extend(texts)  # for the calibration's crops (the caller holds these texts anyway)
                 all_ids.extend(ids)
-                if write_data:  # kept for the calibration's crops (the caller holds these texts anyway)
-                    all_texts.extend(texts)
                 all_vectors.append(vectors)
                 all_metadatas.extend(filterable(m) for m in metadatas)
             if not all_ids:
                 raise EmptyCorpusError("The corpus is empty: give at least one document with text.")
             matrix = np.concatenate(all_vectors)
-
-            def sampled_texts() -> dict[str, str]:
-                """The pseudo-query documents' texts: from the batches of a build, which this
-                process has not read back from Chroma (an embedded client that reads a
-                collection caches it, and then fails on another process's writes to it); read
-                from the data on a re-clustering or an adoption, which read it anyway."""
-                if len(lists) < MIN_DOCS:
-                    return {}
-                wanted = set(lists.ids[pseudo_query_rows(len(lists), random_state)].tolist())
-                if write_data:
-                    return {doc_id: text for doc_id, text in zip(all_ids, all_texts, strict=True) if doc_id in wanted}
-                return {doc_id: text for doc_id, (text, _) in store.fetch(data, sorted(wanted)).items()}
 
             if show_progress:
                 logger.info("clustering %d vectors", len(matrix))
@@ -164,7 +151,9 @@ class Writer:
                     if queries is not None
                     else {
                         "calibration": calibrate(
-                            lists, random_state, crops=crop_queries(sampled_texts(), lists, random_state, self.embed_model)
+                            lists,
+                            random_state,
+                            crops=self._crops(lists, random_state, data, (all_ids, all_texts) if write_data else None),
                         ),
                         "query_fence": None,
                     }
@@ -192,6 +181,20 @@ class Writer:
         for orphan in store.orphans(manifest):
             if not (on_server and expected is not None and orphan == expected.generation):
                 live.readers.retire(orphan)
+
+    def _crops(
+        self, lists: InvertedLists, seed: int, data: str, built: tuple[list[str], list[str]] | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``crop_queries`` of the pseudo-query documents' texts: from a build's own batches
+        (``built``: ids and texts), which this process has not read back from Chroma (an
+        embedded client that has read a collection fails on another process's later writes to
+        it); read from ``data`` on a re-clustering or an adoption, which read it anyway."""
+        wanted = set(lists.ids[pseudo_query_rows(len(lists), seed)].tolist())
+        if built is not None:
+            texts = {doc_id: text for doc_id, text in zip(*built, strict=True) if doc_id in wanted}
+        else:
+            texts = {doc_id: text for doc_id, (text, _) in self.store.fetch(data, sorted(wanted)).items()}
+        return crop_queries(texts, lists, seed, self.embed_model)
 
     def _calibration_queries(self, expected: Manifest | None, model: str, dimension: int) -> np.ndarray | None:
         """The real queries the replaced generation was calibrated on, when they still fit
