@@ -67,6 +67,16 @@ def test_a_damaged_manifest_is_a_typed_error_and_the_cli_says_so(small, tmp_path
     assert result.exit_code == 2 and "damaged" in result.output and "Traceback" not in result.output
 
 
+def test_a_manifest_of_a_newer_format_asks_for_an_upgrade_whatever_its_fields(small):
+    """A newer library may change the manifest's fields (format 4 made the calibration's budgets
+    lists): this one says to upgrade, not that the index is damaged."""
+    record = small.store.manifests.require().to_record()
+    newer = {**record, "format_version": 99, "dimension": "a field of format 99"}
+    small.store.client.get_collection("cluster_index.manifest").add(ids=["v000000000999"], embeddings=[[0.0]], metadatas=[newer])
+    with pytest.raises(IndexCorruptedError, match="storage format 99, newer than this library understands.*upgrade"):
+        reopen(small)
+
+
 def test_repair_drops_orphan_generations_and_reports_them(small, tmp_path):
     for orphan in (41, 42):
         small.store.client.create_collection(f"cluster_index.g{orphan}.nodes")

@@ -85,8 +85,9 @@ class ManifestLog:
         versions = [i for i, record_id in enumerate(found["ids"]) if _version_of(record_id) >= 0]
         try:
             if versions:
-                newest = max(versions, key=lambda i: _version_of(found["ids"][i]))
-                return Manifest.model_validate(found["metadatas"][newest])
+                newest = found["metadatas"][max(versions, key=lambda i: _version_of(found["ids"][i]))]
+                self._check_format(newest.get("format_version", 1))  # before its fields: a newer format may change them
+                return Manifest.model_validate(newest)
             if collection.metadata:  # format 1 kept one manifest in the collection's metadata
                 legacy = dict(collection.metadata)
                 legacy.pop("doc_count", None)
@@ -113,12 +114,15 @@ class ManifestLog:
                 f"ClusterIndex.build(...) or `cluster-retriever build`, adopt a collection with `cluster-retriever adopt` "
                 f"(named <collection>-clusters), or check the path/host."
             )
-        if manifest.format_version > FORMAT_VERSION:
+        self._check_format(manifest.format_version)
+        return manifest
+
+    def _check_format(self, format_version: Any) -> None:
+        if isinstance(format_version, int) and format_version > FORMAT_VERSION:
             raise IndexCorruptedError(
-                f"Index {self.name!r} has storage format {manifest.format_version}, newer than this "
+                f"Index {self.name!r} has storage format {format_version}, newer than this "
                 f"library understands ({FORMAT_VERSION}): upgrade cluster-retriever."
             )
-        return manifest
 
     def commit(self, manifest: Manifest) -> None:
         """Insert ``manifest`` as version ``manifest.version``; raise ``ConcurrentWriteError`` if
