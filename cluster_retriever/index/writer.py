@@ -189,11 +189,13 @@ class Writer:
         (``built``: ids and texts), which this process has not read back from Chroma (an
         embedded client that has read a collection fails on another process's later writes to
         it); read from ``data`` on a re-clustering or an adoption, which read it anyway."""
+        if len(lists) < MIN_DOCS:
+            return None  # too small to calibrate (scanned exactly): nothing to read
         wanted = set(lists.ids[pseudo_query_rows(len(lists), seed)].tolist())
         if built is not None:
             texts = {doc_id: text for doc_id, text in zip(*built, strict=True) if doc_id in wanted}
         else:
-            texts = {doc_id: text for doc_id, (text, _) in self.store.fetch(data, sorted(wanted)).items()}
+            texts = {doc_id: text for doc_id, text, _ in self.store.get_records(data, sorted(wanted), None)}
         return crop_queries(texts, lists, seed, self.embed_model)
 
     def _calibration_queries(self, expected: Manifest | None, model: str, dimension: int) -> np.ndarray | None:
