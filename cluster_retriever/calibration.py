@@ -239,4 +239,4 @@ def _factor_at(by_target: dict[str, float | list[float]], target: float, positio
     if not reaching:
         return None
     factors = reaching[0][1]
-    return factors if isinstance(factors, float) else factors[min(position, len(factors) - 1)]
+    return factors[min(position, len(factors) - 1)] if isinstance(factors, list) else float(factors)  # format 3: one bin

@@ -44,8 +44,6 @@ def crop_queries(
     """The calibration's pseudo-query rows that have text in ``texts`` (id -> text), and a
     sentence of each embedded as a query (``calibration.query_like_crops``); None when too few
     have text (an app that stores vectors only) or the model's vectors do not fit the lists."""
-    if len(lists) < MIN_DOCS:
-        return None  # not calibrated: scanned exactly
     rows = np.asarray(
         [row for row in pseudo_query_rows(len(lists), seed) if texts.get(lists.ids[row], "").strip()], dtype=np.int64
     )

@@ -114,8 +114,7 @@ class ManifestLog:
                 f"ClusterIndex.build(...) or `cluster-retriever build`, adopt a collection with `cluster-retriever adopt` "
                 f"(named <collection>-clusters), or check the path/host."
             )
-        self._check_format(manifest.format_version)
-        return manifest
+        return manifest  # read() refused a newer format already
 
     def _check_format(self, format_version: Any) -> None:
         if isinstance(format_version, int) and format_version > FORMAT_VERSION:
