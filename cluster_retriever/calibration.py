@@ -24,6 +24,7 @@ sample of real queries instead, and then delivers the target on queries like tho
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
@@ -217,7 +218,7 @@ def budget_factor(calibration: Calibration, top_k: int, target: float, nearest: 
     furthest queries); None when the index has no calibration, or the target is above every
     stored one. Deeper than 10, it never scans less than depth 10 needs."""
     edges = calibration.get("nearest", {}).get("edges", [])
-    position = 0 if nearest is None else int(np.searchsorted(np.asarray(edges), nearest))
+    position = bisect_left(edges, nearest) if nearest is not None and isinstance(edges, list) else 0  # every query: no array
     factor = _factor_at(calibration.get("10" if top_k <= 10 else "100", {}), target, position)
     if factor is None or top_k <= 10:
         return factor
