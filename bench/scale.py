@@ -1,11 +1,13 @@
 """The scale table: the default path at 100k, 300k (and 1M) vectors against Chroma's own
 query and FAISS IVF-Flat at equal recall, with the time and memory it takes to open.
 
-    python bench/scale.py [--sizes 100000,300000] [--queries 200] [--vectors realistic|synthetic]
+    python bench/scale.py [--sizes 100000,300000] [--queries 200] [--vectors realistic|synthetic] [--without-texts]
 
 Vectors: ``realistic`` (the default): real all-MiniLM-L6-v2 embeddings of CISI and BBC News,
-grown by mixing each with two of its 5 nearest real neighbours plus a little noise, and real
-queries (CISI's, then BBC headlines); ``synthetic``: mixes among 20 neighbours of the CISI
+grown by mixing each with two of its 5 nearest real neighbours plus a little noise, each
+carrying the text of the real document it was grown from (``--without-texts``: "document i",
+so the calibration has no sentences to crop), and real queries (CISI's, then BBC
+headlines); ``synthetic``: mixes among 20 neighbours of the CISI
 embeddings with more noise (as in bench/routing_latency.py), queries from the same
 distribution. For each size, in one run: an app's ChromaVectorStore collection is filled,
 adopted by a ClusterIndex at its defaults (auto k, balanced clusters, calibrated routing, the
@@ -35,7 +37,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 from _report import grown, resident_mb, write_json
-from _vectors import CISI, NOISE, PROBES, fill, recall_at_10, sample_between, timed
+from _vectors import CISI, NOISE, PROBES, fill, grow_from, recall_at_10, sample_between, timed
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import QueryBundle
 from llama_index.vector_stores.chroma import ChromaVectorStore
@@ -132,7 +134,8 @@ def summary(row: dict) -> str:
     chroma = row["chroma_default"]["p50_ms"]
     faiss_row = row["faiss_at_equal_recall"]
     lines = [
-        f"{row['n_docs']:,} {row['vectors']} vectors, k {row['n_clusters']:,} (largest {row['largest_over_mean']:.1f}x mean), "
+        f"{row['n_docs']:,} {row['vectors']} vectors{'' if row.get('texts', True) else ' without texts'}, "
+        f"k {row['n_clusters']:,} (largest {row['largest_over_mean']:.1f}x mean), "
         f"target {row['target_recall']}, scanned {row['default']['fraction_scanned']:.1%}, "
         f"far from every cluster (scanned exactly) {row['default']['far_from_clusters']:.1%} of the queries"
     ]
@@ -190,18 +193,23 @@ def real_embeddings(embed_model, dataset: Path, n_queries: int) -> tuple[np.ndar
     """Real all-MiniLM-L6-v2 embeddings of two public collections (``dataset``, CISI by default,
     and BBC News), and real queries: the dataset's own, topped up with BBC headlines."""
     data, bbc, rng = load_beir(dataset), load_bbc_news(), np.random.default_rng(0)
-    corpus = [d.get_content(metadata_mode="embed") for d in data.corpus + bbc.corpus]
-    anchors = embed_texts(embed_model, corpus, show_progress=True)
+    anchors = embed_texts(embed_model, anchor_texts(dataset), show_progress=True)
     texts = list(data.queries.values())
     headlines = list(bbc.queries.values())
     texts += [headlines[i] for i in rng.choice(len(headlines), max(0, n_queries - len(texts)), replace=False)]
     return anchors, np.stack([embed_query(embed_model, text) for text in texts[:n_queries]])
 
 
-def realistic(anchors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def anchor_texts(dataset: Path) -> list[str]:
+    """The texts ``real_embeddings`` embeds, in its order: ``dataset``'s documents, then BBC News'."""
+    return [d.get_content(metadata_mode="embed") for d in load_beir(dataset).corpus + load_bbc_news().corpus]
+
+
+def realistic(anchors: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Vectors close to real ones: each a mix of a real embedding and two of its 5 nearest
-    real neighbours, plus a little noise (``REALISTIC_NOISE``)."""
-    return sample_between(anchors, n, REALISTIC_NOISE, rng, neighbours=5)
+    real neighbours, plus a little noise (``REALISTIC_NOISE``); and the real one each was grown
+    from, whose text it carries (an app's collection has its texts)."""
+    return grow_from(anchors, n, REALISTIC_NOISE, rng, neighbours=5)
 
 
 def p50(ms: np.ndarray) -> float:
@@ -220,7 +228,7 @@ def alternating(fns: dict, queries: np.ndarray) -> dict[str, tuple[list, np.ndar
     return {name: (found[name], np.asarray(times[name])) for name in fns}
 
 
-def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model) -> dict:
+def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model, texts: list[str] | None) -> dict:
     ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
     exact = [ids[np.argpartition(-(vectors @ q), 10)[:10]].tolist() for q in queries]
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,7 +236,7 @@ def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model) ->
         source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         phase(n, "filling the Chroma collection")
         started = time.perf_counter()
-        fill(source, ids.tolist(), vectors, client.get_max_batch_size())
+        fill(source, ids.tolist(), vectors, client.get_max_batch_size(), texts)
         chroma_build_s = time.perf_counter() - started
         phase(n, "adopting it (ClusterIndex.from_vector_store)")
         started = time.perf_counter()
@@ -392,6 +400,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--dataset", type=Path, default=CISI)
     parser.add_argument("--vectors", choices=("realistic", "synthetic"), default="realistic")
+    parser.add_argument(
+        "--without-texts", action="store_true", help="realistic vectors carry 'document i', not their real text (no crops)"
+    )
     parser.add_argument("--json", type=Path, default=Path("runs/scale.json"))
     parser.add_argument("--open-probe", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
@@ -418,11 +429,18 @@ def main() -> None:
             anchors, queries = real_embeddings(embed_model, args.dataset, args.queries)
             cache.parent.mkdir(exist_ok=True)
             np.savez(cache, anchors=anchors, queries=queries)
+        corpus = anchor_texts(args.dataset)
     results = []
     for n in args.sizes.split(","):
         phase(int(n), f"sampling {args.vectors} vectors")
-        vectors = realistic(anchors, int(n), rng) if args.vectors == "realistic" else sample_between(anchors, int(n), NOISE, rng)
-        results.append({"vectors": args.vectors, **bench_size(int(n), vectors, queries, embed_model)})
+        texts = None
+        if args.vectors == "realistic":
+            vectors, grown_from = realistic(anchors, int(n), rng)
+            texts = None if args.without_texts else [corpus[i] for i in grown_from]
+        else:
+            vectors = sample_between(anchors, int(n), NOISE, rng)
+        row = bench_size(int(n), vectors, queries, embed_model, texts)
+        results.append({"vectors": args.vectors, "texts": texts is not None, **row})
         write_json(args.json, results)  # each size as it finishes: the large ones take long
         print(summary(results[-1]), flush=True)
 

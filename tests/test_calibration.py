@@ -13,6 +13,7 @@ from cluster_retriever.calibration import (
     calibrated_route,
     pseudo_query_rows,
     query_like_crops,
+    routed_fence,
 )
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.errors import EmbeddingMismatchError
@@ -20,7 +21,7 @@ from cluster_retriever.index.writer import crop_queries
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 from cluster_retriever.store.clients import collection_names, make_client
 from cluster_retriever.types import SearchParams
-from tests.hash_embedding import HashEmbedding
+from tests.hash_embedding import DIM, HashEmbedding
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -195,14 +196,18 @@ def test_a_crop_is_one_sentence_of_its_document():
     assert len(crops[1].split()) == 6  # one sentence: half its words
 
 
+def sentence_texts() -> list[str]:
+    """900 texts of four 5-word sentences, on 30 topics of 20 words each."""
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in range(600)]
+    return [". ".join(" ".join(rng.choice(words[(i % 30) * 20 : (i % 30) * 20 + 20], 5)) for _ in range(4)) for i in range(900)]
+
+
 def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path):
     """Documents with text: a sentence of each, embedded as a query by the index's model, joins
     the pseudo-queries. Vectors that are not the model's embeddings of their texts (shuffled
     here), or records without text, leave the documents' own calibration."""
-    rng = np.random.default_rng(11)
-    words = [f"w{i}" for i in range(600)]
-    texts = [". ".join(" ".join(rng.choice(words[(i % 30) * 20 : (i % 30) * 20 + 20], 5)) for _ in range(4)) for i in range(900)]
-    model = HashEmbedding()
+    texts, model = sentence_texts(), HashEmbedding()
     docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
     index = ClusterIndex.build(docs, path=str(tmp_path / "own"), embed_model=model, n_clusters=30, show_progress=False)
     lists = index.lists
@@ -213,6 +218,11 @@ def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path
     assert index.manifest.calibration == calibrate(lists, seed=0, crops=crops) != calibrate(lists, seed=0)
     shuffled = (rows, vectors[np.random.default_rng(0).permutation(len(rows))])
     assert calibrate(lists, seed=0, crops=shuffled) == calibrate(lists, seed=0)
+    # The off-topic fence: the lower of the crops' and the documents' own, where crops were measured.
+    nearest = np.max(np.concatenate([lists.vectors[rows], vectors]) @ lists.centroids.T, axis=1)
+    fence = min(outlier_fence(nearest[len(rows) :]), outlier_fence(nearest[: len(rows)]))
+    assert index.manifest.calibration["nearest"]["fence"] == fence < lists.fence
+    assert "fence" not in calibrate(lists, seed=0)["nearest"]  # documents alone: the lists' own fence holds
     index.close()
     client = make_client(str(tmp_path / "app"))
     app = client.get_or_create_collection("app", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
@@ -239,3 +249,32 @@ def test_crops_join_the_calibration_only_when_they_find_their_documents(tmp_path
         != calibrate(with_texts.lists, seed=1)
     )
     with_texts.close()
+
+
+def test_a_query_as_far_as_the_crops_is_routed_not_scanned_as_off_topic(tmp_path):
+    """Sentences read further from the clusters than documents: a query as far out as the
+    calibration's crops went is routed on their budget, where an index of the same vectors
+    without texts (no crops) scans it exactly as off-topic; a fence calibrated on real queries
+    overrides both."""
+    texts, model = sentence_texts(), HashEmbedding()
+    docs = [Document(text=text, id_=f"doc{i}") for i, text in enumerate(texts)]
+    index = ClusterIndex.build(docs, path=str(tmp_path / "own"), embed_model=model, n_clusters=30, show_progress=False)
+    crops_fence = index.manifest.calibration["nearest"]["fence"]
+    assert routed_fence(index.manifest.calibration, index.lists.fence) == crops_fence < index.lists.fence
+    assert routed_fence(index.manifest.calibration, index.lists.fence, query_fence=0.5) == 0.5
+    assert routed_fence({"10": {"0.95": 2.5}}, 0.3) == 0.3  # a manifest written before crops: the documents' fence
+    client = make_client(str(tmp_path / "app"))
+    app = client.get_or_create_collection("app", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
+    ids = [f"doc{i}" for i in range(900)]
+    app.add(ids=ids, embeddings=index.lists.vectors_of(ids))
+    vectors_only = ClusterIndex.from_vector_store(app, client=client, embed_model=model, name="vectors", show_progress=False)
+    assert "fence" not in vectors_only.manifest.calibration["nearest"]
+    probes = unit(np.random.default_rng(11).normal(size=(400, DIM)))
+    nearest = [np.max(probes @ i.lists.centroids.T, axis=1) for i in (index, vectors_only)]
+    between = probes[(nearest[0] > crops_fence) & (nearest[1] < vectors_only.lists.fence)]
+    assert len(between) >= 20, len(between)
+    routed = SearchParams(exact_scan_max_floats=0)
+    assert not any(index.search(v, 10, routed).stats.far_from_clusters for v in between)
+    assert all(vectors_only.search(v, 10, routed).stats.far_from_clusters for v in between)
+    index.close()
+    vectors_only.close()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.schema import NodeWithScore
 
-from cluster_retriever.calibration import budget_factor
+from cluster_retriever.calibration import budget_factor, routed_fence
 from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError, StaleIndexError
 from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.index.snapshot import Records, Snapshot
@@ -50,7 +50,7 @@ def probes(
     factor = budget_factor(snapshot.manifest.calibration, top_k, target, nearest) if adaptive else None
     if adaptive and factor is None and target >= 1.0:
         return None, False  # exact search asked for
-    fence = lists.fence if snapshot.manifest.query_fence is None else snapshot.manifest.query_fence
+    fence = routed_fence(snapshot.manifest.calibration, lists.fence, snapshot.manifest.query_fence)
     if adaptive and nearest < fence:
         return None, True  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
     return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor), False
