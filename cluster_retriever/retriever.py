@@ -38,12 +38,13 @@ class ClusterRetriever(BaseRetriever):
             ``"strict"`` (the nearest cluster only: the hard noise filter; the next nearest
             clusters join only when it holds fewer than ``similarity_top_k`` nodes).
         n_probe: how many nearest clusters to search in routed mode; ``None`` (default)
-            probes adaptively: as many documents as reach ``target_recall``, by the index's
-            own calibration, plus boundary clusters.
+            probes adaptively: every cluster within the similarity band that reaches
+            ``target_recall`` by the index's own calibration.
         target_recall: the share of exact search's top-k that adaptive routing promises
             (calibrated per index on pseudo-queries from its own data, see ``calibration``).
         boundary_margin: how close (in cosine) a further centroid must be to the last
-            probed one for adaptive probing to search it too.
+            probed one for a budget of documents (an index calibrated before bands) to
+            search it too.
         filters, node_ids, doc_ids: LlamaIndex ``MetadataFilters`` (Chroma's operators,
             and/or nesting) and id restrictions, applied inside the scan: the retriever
             probes further clusters until ``similarity_top_k`` matching nodes are covered.

@@ -6,6 +6,11 @@
 - ``routed`` adaptive (the default): the nearest clusters until they hold ``default_scan_budget``
   documents, plus any further cluster (up to half as many again) whose centroid is almost as
   close as the last one probed, so a query near a cluster boundary also searches the other side.
+- ``routed`` within a calibrated ``band`` (the default for the top 10 of an index calibrated
+  with bands, see ``calibration.BAND``): every cluster whose centroid is within ``band``
+  (cosine) of the nearest one, so a query whose neighbours spread over many near-equal
+  clusters probes them all, and one deep inside its cluster probes few. Deeper searches probe
+  the longer of the budget's and the band's prefixes.
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ def route(
     params: SearchParams = DEFAULT_PARAMS,
     min_docs: int = 0,
     budget_factor: float | None = None,
+    band: float | None = None,
 ) -> np.ndarray | None:
     """Cluster ids to scan, nearest first, for a query whose cosine to each centroid is
     ``similarity`` (``centroids @ query``); ``None`` means all of them. ``params`` gives the
     mode, ``n_probe`` and ``boundary_margin``; ``budget_factor`` the calibrated adaptive budget
-    (``PROBE_FACTOR`` when None). The probed clusters always hold at least ``min_docs``
+    (``PROBE_FACTOR`` when None), and ``band`` the calibrated similarity band: alone, it
+    replaces the budget and its boundary extension; beside a budget, the longer of the two
+    nearest-first prefixes is probed. The probed clusters always hold at least ``min_docs``
     documents (or all there are), so a query asking for ``k`` results gets ``k`` whenever the
     index holds that many."""
     if params.mode == "flat":
@@ -56,6 +64,8 @@ def route(
         similarity = np.where(sizes > 0, similarity, -np.inf)
     if params.mode == "strict" or params.n_probe is not None:
         chosen = _nearest(similarity, min(n_nonempty, 1 if params.mode == "strict" else params.n_probe or 1))
+    elif band is not None and budget_factor is None:
+        chosen = _within(similarity, band)
     else:
         factor = PROBE_FACTOR if budget_factor is None else budget_factor
         order, base = _nearest_within_budget(similarity, sizes, n_nonempty, factor)
@@ -63,6 +73,9 @@ def route(
         threshold = similarity[order[base - 1]] - params.boundary_margin
         n_extra = int(np.count_nonzero(similarity[order[base : base + base // 2]] >= threshold))
         chosen = order[: base + n_extra]
+        if band is not None:  # the budget joined with a band: whichever probes further
+            within = _within(similarity, band)
+            chosen = within if len(within) > len(chosen) else chosen
     if sizes[chosen].sum() >= min_docs or len(chosen) == n_nonempty:
         return chosen
     order = _nearest(similarity, n_nonempty)
@@ -75,13 +88,19 @@ def _nearest_within_budget(similarity: np.ndarray, sizes: np.ndarray, n_nonempty
     how many of its clusters the budget takes. Sorts a few times the expected count first and
     the whole order only when the nearest clusters are unusually small."""
     budget = default_scan_budget(sizes, factor)
-    count = min(n_nonempty, 4 * math.ceil(budget_in_clusters(len(sizes), factor)))
+    count = min(n_nonempty, max(1, 4 * math.ceil(budget_in_clusters(len(sizes), factor))))  # a zero budget: the nearest
     while True:
         order = _nearest(similarity, count)
         base = min(count, int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1)
         if count == n_nonempty or base + base // 2 <= count:
             return order, base
         count = n_nonempty
+
+
+def _within(similarity: np.ndarray, band: float) -> np.ndarray:
+    """Indices of the similarities within ``band`` of the largest, largest first."""
+    head = np.flatnonzero(similarity >= np.max(similarity) - band)
+    return head[np.argsort(-similarity[head], kind="stable")]
 
 
 def _nearest(similarity: np.ndarray, count: int) -> np.ndarray:

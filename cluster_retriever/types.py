@@ -64,9 +64,10 @@ class SearchParams:
 
     - ``mode``: ``"routed"`` (the default), ``"flat"`` (every cluster: exact search) or
       ``"strict"`` (the nearest cluster only, widened only to fill ``k``).
-    - ``n_probe``: clusters probed in routed mode; ``None``: adaptive, as many documents as
-      the index's calibration says reach ``target_recall`` of exact search's top-k, plus
-      boundary clusters within ``boundary_margin`` (cosine).
+    - ``n_probe``: clusters probed in routed mode; ``None``: adaptive, every cluster whose
+      centroid lies within the similarity band that the index's calibration says reaches
+      ``target_recall`` of exact search's top-k (an index calibrated before bands, or not at
+      all: a budget of documents, plus boundary clusters within ``boundary_margin``, cosine).
     - ``exact_scan_max_floats``: adaptive routing scans everything that matches when that is
       at most this many floats (matching vectors x dimension); 0 routes every query.
     - ``scan_kernel``: ``"auto"`` (the default: ``"sq8"`` for routed scans once its codes

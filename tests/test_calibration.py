@@ -8,9 +8,11 @@ from llama_index.core import Document
 from cluster_retriever import ClusterIndex, calibration
 from cluster_retriever.calibration import (
     CROP_WORDS,
+    band,
     budget_factor,
     calibrate,
     calibrated_route,
+    calibration_queries,
     pseudo_query_rows,
     query_like_crops,
     routed_fence,
@@ -60,8 +62,15 @@ def test_calibrated_on_real_queries_it_delivers_the_target_on_queries_like_them(
     lists, vectors = world[0], world[1]
     on_documents = calibrate(lists, seed=1)
     assert abs(delivered(world, on_documents, vectors[::20], target) - target) <= 0.025
-    # ...and misses it on these harder queries: why real queries are worth calibrating on.
-    assert delivered(world, on_documents, queries[300:], target) < held_out - 0.01
+    # ...and, probing the clusters within its similarity band, on these harder queries too,
+    # where a budget counted in documents (what the calibration stored before bands) misses.
+    assert abs(delivered(world, on_documents, queries[300:], target) - target) <= 0.025
+    assert delivered(world, budgets_only(on_documents), queries[300:], target) < held_out - 0.01
+
+
+def budgets_only(table: calibration.Calibration) -> calibration.Calibration:
+    """A calibration as stored before the bands (budget factors only), as older indexes have it."""
+    return {key: value for key, value in table.items() if key != calibration.BAND}
 
 
 def test_a_query_further_from_every_cluster_gets_the_budget_of_queries_as_far(world, monkeypatch):
@@ -77,13 +86,15 @@ def test_a_query_further_from_every_cluster_gets_the_budget_of_queries_as_far(wo
             assert isinstance(factors, list) and factors == sorted(factors, reverse=True), (depth, target)
     nearer, further = 0.9, float(edges[0]) - 0.01
     assert budget_factor(binned, 10, 0.95, further) > budget_factor(binned, 10, 0.95, nearer)
+    assert all(width >= 0 for width in binned[calibration.BAND]["0.95"]) and band(binned, 0.95, nearer) > 0
     assert budget_factor(binned, 10, 0.95) == budget_factor(binned, 10, 0.95, -1.0)  # unknown: the furthest bin's
     assert budget_factor({"10": {"0.95": 2.5}}, 10, 0.95, 0.9) == 2.5  # a manifest written before the bins
+    assert band({"10": {"0.95": [2.5]}}, 0.95, 0.9) is None  # ...or before the bands: its budget routes
     monkeypatch.setattr(calibration, "NEAREST_BINS", 1)
-    single = calibrate(lists, seed=1)
+    single = budgets_only(calibrate(lists, seed=1))
     far, doc_like = queries[300:], vectors[::20]
-    assert delivered(world, single, far, 0.95) < delivered(world, binned, far, 0.95) <= 0.95 + 0.025
-    assert abs(delivered(world, binned, doc_like, 0.95) - 0.95) <= 0.025
+    assert delivered(world, single, far, 0.95) < delivered(world, budgets_only(binned), far, 0.95) <= 0.95 + 0.025
+    assert abs(delivered(world, budgets_only(binned), doc_like, 0.95) - 0.95) <= 0.025
 
 
 def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
@@ -99,7 +110,8 @@ def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
     after = index.manifest
     assert after.version == before.version + 1 and after.calibration != before.calibration
     vectors = np.asarray([model.get_query_embedding(q) for q in questions], dtype=np.float32)
-    assert after.calibration == calibrate(index.lists, queries=unit(vectors))
+    asked = calibration_queries(model, questions)  # the unit rows the index stored (bands are float sums of them)
+    assert after.calibration == calibrate(index.lists, queries=asked)
     # Off-topic queries are judged against these queries' nearest centroids, not the documents'.
     assert after.query_fence == outlier_fence(np.max(unit(vectors) @ index.lists.centroids.T, axis=1))
     index.close()
@@ -114,13 +126,13 @@ def test_index_calibrate_commits_a_new_calibration_that_reopens(tmp_path):
     reopened.recluster(random_state=1)  # new centroids, recalibrated on the same stored queries
     again = reopened.manifest
     assert again.generation != after.generation and not np.allclose(reopened.lists.centroids[:1], index.lists.centroids[:1])
-    assert again.calibration == calibrate(reopened.lists, queries=unit(vectors)) != calibrate(reopened.lists, seed=1)
+    assert again.calibration == calibrate(reopened.lists, queries=asked) != calibrate(reopened.lists, seed=1)
     assert again.query_fence == outlier_fence(np.max(unit(vectors) @ reopened.lists.centroids.T, axis=1))
     reopened.close()
     # ...from a handle opened afresh too: the queries are in the store, not in a handle.
     third = ClusterIndex.open(path=str(tmp_path), embed_model=model)
     third.recluster(random_state=2)
-    assert third.manifest.calibration == calibrate(third.lists, queries=unit(vectors))
+    assert third.manifest.calibration == calibrate(third.lists, queries=asked)
     # They live and go with their generation, and are none of the app's collections.
     client = third.store.client
     kept = [c.name for c in client.list_collections() if c.name.endswith(".queries")]

@@ -94,3 +94,19 @@ def test_partial_sort_gives_the_full_order_head():
     assert list(route(centroids @ query, sizes, SearchParams(n_probe=1000))) == full  # capped at the non-empty clusters
     adaptive = list(route(centroids @ query, sizes))
     assert adaptive == full[: len(adaptive)]
+
+
+def test_a_band_probes_every_centroid_within_it_nearest_first():
+    similarity = np.array([0.50, 0.80, 0.78, 0.20, 0.71, 0.75], dtype=np.float32)
+    sizes = np.full(6, 10)
+    assert list(route(similarity, sizes, band=0.06)) == [1, 2, 5]
+    assert list(route(similarity, sizes, band=0.0)) == [1]
+    assert list(route(similarity, sizes, band=0.0, min_docs=25)) == [1, 2, 5]  # filled to hold min_docs
+    assert list(route(similarity, np.array([10, 10, 0, 10, 10, 10]), band=0.06)) == [1, 5]  # empty: never
+    # Beside a budget, the longer nearest-first prefix: a wide band reaches past it, a narrow one adds nothing.
+    budget = route(similarity, sizes, budget_factor=0.01)
+    assert list(budget) == [1] and list(route(similarity, sizes, budget_factor=0.01, band=0.06)) == [1, 2, 5]
+    assert list(route(similarity, sizes, budget_factor=0.0)) == [1]  # a zero budget: the nearest cluster
+    wide = route(similarity, sizes, budget_factor=100.0)
+    assert list(route(similarity, sizes, budget_factor=100.0, band=0.0)) == list(wide)
+    assert list(route(similarity, sizes, SearchParams(n_probe=2), band=0.5)) == [1, 2]  # n_probe asked: the band does not apply

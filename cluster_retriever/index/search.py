@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from llama_index.core.schema import NodeWithScore
 
-from cluster_retriever.calibration import budget_factor, routed_fence
+from cluster_retriever.calibration import RouteRule, routed_fence, routing_rule
 from cluster_retriever.errors import EmbeddingMismatchError, InvalidQueryError, StaleIndexError
 from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.index.snapshot import Records, Snapshot
@@ -47,13 +47,14 @@ def probes(
         return None, False  # scanning every match costs no more than routing would
     similarity = lists.centroids @ query
     nearest = float(np.max(similarity))
-    factor = budget_factor(snapshot.manifest.calibration, top_k, target, nearest) if adaptive else None
-    if adaptive and factor is None and target >= 1.0:
+    calibration = snapshot.manifest.calibration
+    rule = routing_rule(calibration, top_k, target, nearest) if adaptive else RouteRule(budget_factor=None, band=None)
+    if adaptive and rule["budget_factor"] is None and rule["band"] is None and target >= 1.0:
         return None, False  # exact search asked for
-    fence = routed_fence(snapshot.manifest.calibration, lists.fence, snapshot.manifest.query_fence)
+    fence = routed_fence(calibration, lists.fence, snapshot.manifest.query_fence)
     if adaptive and nearest < fence:
         return None, True  # far from every cluster (an off-topic query): routing cannot be trusted, scan exactly
-    return route(similarity, sizes, params, min_docs=top_k, budget_factor=factor), False
+    return route(similarity, sizes, params, min_docs=top_k, **rule), False
 
 
 def search_live(live: LiveState, query: np.ndarray, top_k: int, params: SearchParams, with_nodes: bool) -> SearchResult:
