@@ -32,7 +32,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from cluster_retriever.embeddings import embed_queries, unit_rows
-from cluster_retriever.routing import default_scan_budget, route
+from cluster_retriever.routing import DEFAULT_PARAMS, PROBE_FACTOR, default_scan_budget, route
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 
 TARGETS = (0.9, 0.95, 0.96, 0.97, 0.98, 0.99, 0.999)
@@ -156,23 +156,22 @@ def calibrate(
         by_target = table[str(depth)] = {}
         bands = table.setdefault(BAND, {}) if depth == 10 else None
         beside = table.setdefault(BUDGET_BESIDE_BAND, {}) if depth == 100 else None
+        routes = [Routes(similarity[rows], lists.sizes, clusters[rows, :width], depth) for rows in bins]
         for target in TARGETS:
             factors, widths, joint = [], [], []
             for b, rows in enumerate(bins):
-                wanted = clusters[rows, :width]
-                args = (similarity[rows], lists.sizes, wanted, target, depth)
                 # Scanning nearest clusters up to this budget alone reaches the target; route's
                 # boundary clusters reach it on less: the smallest factor at which they do.
                 ceiling = _smallest_budget(covered[rows, :width], target) / unit
-                factors.append(_smallest_routed(*args, ceiling))
+                factors.append(_smallest_routed(routes[b], target, ceiling))
                 if bands is not None:  # likewise the band: probing every centroid within the target's
                     # quantile of these gaps reaches it; filling up to ``depth`` documents, on less
                     quantile = float(np.quantile(gaps[rows, :width], target, method="higher"))
-                    widths.append(_smallest_routed(*args, quantile, "band"))
+                    widths.append(_smallest_routed(routes[b], target, quantile, "band"))
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    joint.append(_smallest_routed(*args, ceiling, band_beside=within[b]))
+                    joint.append(_smallest_routed(routes[b], target, ceiling, band_beside=within[b]))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
             # above the others', so the same neighbours lie further below it).
@@ -219,30 +218,51 @@ def calibration_queries(embed_model: BaseEmbedding, queries: Sequence[str] | np.
     return unit_rows(vectors)
 
 
+class Routes:
+    """What ``route`` at the default parameters probes for many queries at once, as the length
+    of each query's nearest-first prefix of clusters (the calibration tries thousands of
+    budgets and bands: one ``route`` call each took 1-2 s per calibration, this takes
+    milliseconds; tests/test_calibration.py checks both give the same prefixes)."""
+
+    def __init__(self, similarity: np.ndarray, sizes: np.ndarray, clusters: np.ndarray, min_docs: int) -> None:
+        order = np.argsort(-similarity, axis=1, kind="stable")
+        self.sorted = np.take_along_axis(similarity, order, axis=1)  # each query's similarities, nearest first
+        self.held = np.cumsum(sizes[order], axis=1)  # documents in each prefix
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
+        self.place = np.take_along_axis(rank, clusters, axis=1)  # where each neighbour's cluster comes
+        self.sizes = sizes
+        self.n_nonempty = int(np.count_nonzero(sizes))
+        self.fill = np.minimum(np.count_nonzero(self.held < min_docs, axis=1) + 1, self.n_nonempty)
+
+    def probed(self, budget_factor: float | None = None, band: float | None = None) -> np.ndarray:
+        """Per query, how many nearest clusters ``route(..., budget_factor=, band=)`` probes."""
+        length = np.ones(len(self.sorted), dtype=np.int64)
+        if band is not None:
+            length = np.count_nonzero(self.sorted >= self.sorted[:, :1] - band, axis=1)
+        if budget_factor is not None or band is None:
+            budget = default_scan_budget(self.sizes, PROBE_FACTOR if budget_factor is None else budget_factor)
+            base = np.minimum(np.count_nonzero(self.held < budget, axis=1) + 1, self.n_nonempty)
+            threshold = self.sorted[np.arange(len(base)), base - 1] - DEFAULT_PARAMS.boundary_margin
+            near = np.count_nonzero(self.sorted >= threshold[:, None], axis=1)
+            length = np.maximum(length, base + np.minimum(base // 2, near - base))
+        probed: np.ndarray = np.maximum(length, self.fill)
+        return probed
+
+    def recall(self, budget_factor: float | None = None, band: float | None = None) -> float:
+        """The share of the neighbours whose clusters those prefixes hold."""
+        return float(np.mean(self.place < self.probed(budget_factor, band)[:, None]))
+
+
 def _smallest_routed(
-    similarity: np.ndarray,
-    sizes: np.ndarray,
-    clusters: np.ndarray,
-    needed: float,
-    min_docs: int,
-    ceiling: float,
-    free: str = "budget_factor",
-    band_beside: float | None = None,
+    routes: Routes, needed: float, ceiling: float, free: str = "budget_factor", band_beside: float | None = None
 ) -> float:
     """The smallest ``budget_factor`` (beside the band ``band_beside``, if any) or ``band``
     (``free``), to 2% and at most ``ceiling``, at which ``route`` at the default parameters
-    probes the clusters of at least ``needed`` of the neighbours (``clusters``: query x
-    neighbour)."""
+    probes the clusters of at least ``needed`` of the neighbours."""
 
     def recall(value: float) -> float:
-        found = 0
-        for row, wanted in zip(similarity, clusters, strict=True):
-            if free == "band":
-                chosen = route(row, sizes, min_docs=min_docs, band=value)
-            else:
-                chosen = route(row, sizes, min_docs=min_docs, budget_factor=value, band=band_beside)
-            found += wanted.size if chosen is None else int(np.count_nonzero(np.isin(wanted, chosen)))
-        return found / clusters.size
+        return routes.recall(band=value) if free == "band" else routes.recall(budget_factor=value, band=band_beside)
 
     # a budget alone reaches the target on no less than a quarter of what its nearest clusters need
     lo, hi = (0.25 * ceiling, ceiling) if free == "budget_factor" and band_beside is None else (0.0, ceiling)

@@ -8,6 +8,7 @@ from llama_index.core import Document
 from cluster_retriever import ClusterIndex, calibration
 from cluster_retriever.calibration import (
     CROP_WORDS,
+    Routes,
     band,
     budget_factor,
     calibrate,
@@ -20,6 +21,7 @@ from cluster_retriever.calibration import (
 from cluster_retriever.clustering import fit_clusters
 from cluster_retriever.errors import EmbeddingMismatchError
 from cluster_retriever.index.writer import crop_queries
+from cluster_retriever.routing import route
 from cluster_retriever.scan.lists import InvertedLists, outlier_fence
 from cluster_retriever.store.clients import collection_names, make_client
 from cluster_retriever.types import SearchParams
@@ -290,3 +292,33 @@ def test_a_query_as_far_as_the_crops_is_routed_not_scanned_as_off_topic(tmp_path
     assert all(vectors_only.search(v, 10, routed).stats.far_from_clusters for v in between)
     index.close()
     vectors_only.close()
+
+
+def test_the_calibration_measures_what_route_probes():
+    """``Routes`` (the calibration's many-queries-at-once form of ``route``) probes, for every
+    budget and band, exactly the clusters ``route`` itself does: what is calibrated is what runs."""
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(0, 40, 300)  # empty clusters among them
+    similarity = rng.uniform(-0.2, 0.9, (64, 300))
+    similarity[:, sizes == 0] = -np.inf  # as the calibration hands them over
+    neighbours = rng.integers(0, 300, (64, 10))
+    for min_docs in (10, 100):
+        routes = Routes(similarity, sizes, neighbours, min_docs)
+        for factor, width in [
+            (None, None),
+            (0.0, None),
+            (0.3, None),
+            (2.5, None),
+            (None, 0.0),
+            (None, 0.05),
+            (None, 0.4),
+            (0.3, 0.05),
+            (2.5, 0.4),
+        ]:
+            expected = [len(route(row, sizes, min_docs=min_docs, budget_factor=factor, band=width)) for row in similarity]
+            assert routes.probed(factor, width).tolist() == expected, (min_docs, factor, width)
+            found = [
+                np.isin(wanted, route(row, sizes, min_docs=min_docs, budget_factor=factor, band=width)).mean()
+                for row, wanted in zip(similarity, neighbours, strict=True)
+            ]
+            assert routes.recall(factor, width) == pytest.approx(np.mean(found))
