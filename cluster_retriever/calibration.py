@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from collections.abc import Sequence
+from functools import partial
 from typing import TypedDict
 
 import numpy as np
@@ -111,7 +112,6 @@ def calibrate(
             ]
     else:
         batches = [(queries[start : start + _BATCH], None, None) for start in range(0, len(queries), _BATCH)]
-    prefixes: list[np.ndarray] = []  # per query: docs scanned before each neighbour's cluster
     neighbours: list[np.ndarray] = []  # per query: each neighbour's cluster
     similarities: list[np.ndarray] = []
     own_ranks: list[np.ndarray] = []  # per crop: the documents nearer to it than its own
@@ -127,19 +127,13 @@ def calibrate(
         # how the rows lie in memory (a mapped lists file and a copy give float32 sums apart)
         similarity = np.asarray(batch, dtype=np.float64) @ lists.centroids.T.astype(np.float64)
         similarity[:, lists.sizes == 0] = -np.inf
-        order = np.argsort(-similarity, axis=1)
-        sizes_in_order = lists.sizes[order]
-        before = np.cumsum(sizes_in_order, axis=1) - sizes_in_order  # docs scanned before reaching each cluster
-        prefix_of_cluster = np.empty_like(before)
-        np.put_along_axis(prefix_of_cluster, order, before, axis=1)
-        prefixes.append(np.take_along_axis(prefix_of_cluster, lists.labels[nearest], axis=1))
         neighbours.append(lists.labels[nearest])
         similarities.append(similarity)
-    covered, clusters, similarity = np.concatenate(prefixes), np.concatenate(neighbours), np.concatenate(similarities)
+    clusters, similarity = np.concatenate(neighbours), np.concatenate(similarities)
     with_crops = bool(own_ranks) and _find_their_documents(np.concatenate(own_ranks), n)
-    documents = len(covered) - sum(len(ranks) for ranks in own_ranks)  # the crops come after the documents
+    documents = len(clusters) - sum(len(ranks) for ranks in own_ranks)  # the crops come after the documents
     if own_ranks and not with_crops:
-        covered, clusters, similarity = covered[:documents], clusters[:documents], similarity[:documents]
+        clusters, similarity = clusters[:documents], similarity[:documents]
     unit = default_scan_budget(lists.sizes, 1.0)
     nearest_centroid = np.max(similarity, axis=1)
     n_bins = max(1, min(NEAREST_BINS, len(similarity) // MIN_PER_BIN))
@@ -152,27 +146,28 @@ def calibrate(
         table["nearest"]["fence"] = min(outlier_fence(nearest_centroid[documents:]), outlier_fence(nearest_centroid[:documents]))
     # how much less similar than the nearest centroid each neighbour's centroid is
     gaps = nearest_centroid[:, None] - np.take_along_axis(similarity, clusters, axis=1)
+    routes = [Routes(similarity[rows], lists.sizes, clusters[rows]) for rows in bins]
     for depth in DEPTHS:
         width = min(depth, depth_max)
         by_target = table[str(depth)] = {}
         bands = table.setdefault(BAND, {}) if depth == 10 else None
         beside = table.setdefault(BUDGET_BESIDE_BAND, {}) if depth == 100 else None
-        routes = [Routes(similarity[rows], lists.sizes, clusters[rows, :width], depth) for rows in bins]
         for target in TARGETS:
             factors, widths, joint = [], [], []
             for b, rows in enumerate(bins):
                 # Scanning nearest clusters up to this budget alone reaches the target; route's
                 # boundary clusters reach it on less: the smallest factor at which they do.
-                ceiling = _smallest_budget(covered[rows, :width], target) / unit
-                factors.append(_smallest_routed(routes[b], target, ceiling))
+                reaching = partial(_smallest_routed, routes[b], target, depth, width)
+                ceiling = _smallest_budget(routes[b].before[:, :width], target) / unit
+                factors.append(reaching(ceiling))
                 if bands is not None:  # likewise the band: probing every centroid within the target's
                     # quantile of these gaps reaches it; filling up to ``depth`` documents, on less
                     quantile = float(np.quantile(gaps[rows, :width], target, method="higher"))
-                    widths.append(_smallest_routed(routes[b], target, quantile, "band"))
+                    widths.append(reaching(quantile, "band"))
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    joint.append(_smallest_routed(routes[b], target, ceiling, band_beside=within[b]))
+                    joint.append(reaching(ceiling, band_beside=within[b]))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
             # above the others', so the same neighbours lie further below it).
@@ -221,23 +216,25 @@ def calibration_queries(embed_model: BaseEmbedding, queries: Sequence[str] | np.
 
 class Routes:
     """What ``route`` at the default parameters probes for many queries at once, as the length
-    of each query's nearest-first prefix of clusters (the calibration tries thousands of
-    budgets and bands: one ``route`` call each took 1-2 s per calibration, this takes
-    milliseconds; tests/test_calibration.py checks both give the same prefixes)."""
+    of each query's nearest-first prefix of clusters, and where each of their neighbours'
+    clusters comes in it (the calibration tries thousands of budgets and bands: one ``route``
+    call each took 1-2 s per calibration, this takes milliseconds; tests/test_calibration.py
+    checks both give the same prefixes)."""
 
-    def __init__(self, similarity: np.ndarray, sizes: np.ndarray, clusters: np.ndarray, min_docs: int) -> None:
+    def __init__(self, similarity: np.ndarray, sizes: np.ndarray, clusters: np.ndarray) -> None:
         order = np.argsort(-similarity, axis=1, kind="stable")
         self.sorted = np.take_along_axis(similarity, order, axis=1)  # each query's similarities, nearest first
         self.held = np.cumsum(sizes[order], axis=1)  # documents in each prefix
         rank = np.empty_like(order)
         np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
         self.place = np.take_along_axis(rank, clusters, axis=1)  # where each neighbour's cluster comes
+        # documents scanned before reaching each neighbour's cluster
+        self.before = np.take_along_axis(self.held, self.place, axis=1) - sizes[clusters]
         self.sizes = sizes
         self.n_nonempty = int(np.count_nonzero(sizes))
-        self.fill = np.minimum(np.count_nonzero(self.held < min_docs, axis=1) + 1, self.n_nonempty)
 
-    def probed(self, budget_factor: float | None = None, band: float | None = None) -> np.ndarray:
-        """Per query, how many nearest clusters ``route(..., budget_factor=, band=)`` probes."""
+    def probed(self, budget_factor: float | None = None, band: float | None = None, min_docs: int = 0) -> np.ndarray:
+        """Per query, how many nearest clusters ``route(..., min_docs=, budget_factor=, band=)`` probes."""
         length = np.ones(len(self.sorted), dtype=np.int64)
         if band is not None:
             length = np.count_nonzero(self.sorted >= self.sorted[:, :1] - band, axis=1)
@@ -247,23 +244,34 @@ class Routes:
             threshold = self.sorted[np.arange(len(base)), base - 1] - DEFAULT_PARAMS.boundary_margin
             near = np.count_nonzero(self.sorted >= threshold[:, None], axis=1)
             length = np.maximum(length, base + np.minimum(base // 2, near - base))
-        probed: np.ndarray = np.maximum(length, self.fill)
+        fill = np.minimum(np.count_nonzero(self.held < min_docs, axis=1) + 1, self.n_nonempty)
+        probed: np.ndarray = np.maximum(length, fill)
         return probed
 
-    def recall(self, budget_factor: float | None = None, band: float | None = None) -> float:
-        """The share of the neighbours whose clusters those prefixes hold."""
-        return float(np.mean(self.place < self.probed(budget_factor, band)[:, None]))
+    def recall(
+        self, budget_factor: float | None = None, band: float | None = None, min_docs: int = 0, width: int | None = None
+    ) -> float:
+        """The share of the (first ``width``) neighbours whose clusters those prefixes hold."""
+        return float(np.mean(self.place[:, :width] < self.probed(budget_factor, band, min_docs)[:, None]))
 
 
 def _smallest_routed(
-    routes: Routes, needed: float, ceiling: float, free: str = "budget_factor", band_beside: float | None = None
+    routes: Routes,
+    needed: float,
+    min_docs: int,
+    width: int,
+    ceiling: float,
+    free: str = "budget_factor",
+    band_beside: float | None = None,
 ) -> float:
     """The smallest ``budget_factor`` (beside the band ``band_beside``, if any) or ``band``
     (``free``), to 2% and at most ``ceiling``, at which ``route`` at the default parameters
-    probes the clusters of at least ``needed`` of the neighbours."""
+    probes the clusters of at least ``needed`` of the first ``width`` neighbours."""
 
     def recall(value: float) -> float:
-        return routes.recall(band=value) if free == "band" else routes.recall(budget_factor=value, band=band_beside)
+        if free == "band":
+            return routes.recall(band=value, min_docs=min_docs, width=width)
+        return routes.recall(budget_factor=value, band=band_beside, min_docs=min_docs, width=width)
 
     # a budget alone reaches the target on no less than a quarter of what its nearest clusters need
     lo, hi = (0.25 * ceiling, ceiling) if free == "budget_factor" and band_beside is None else (0.0, ceiling)

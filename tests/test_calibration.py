@@ -302,8 +302,10 @@ def test_the_calibration_measures_what_route_probes():
     similarity = rng.uniform(-0.2, 0.9, (64, 300))
     similarity[:, sizes == 0] = -np.inf  # as the calibration hands them over
     neighbours = rng.integers(0, 300, (64, 10))
+    routes = Routes(similarity, sizes, neighbours)
+    nearer = similarity[:, None, :] > np.take_along_axis(similarity, neighbours, axis=1)[:, :, None]
+    assert routes.before.tolist() == (nearer * sizes).sum(axis=2).tolist()  # documents before each neighbour's cluster
     for min_docs in (10, 100):
-        routes = Routes(similarity, sizes, neighbours, min_docs)
         for factor, width in [
             (None, None),
             (0.0, None),
@@ -316,9 +318,9 @@ def test_the_calibration_measures_what_route_probes():
             (2.5, 0.4),
         ]:
             expected = [len(route(row, sizes, min_docs=min_docs, budget_factor=factor, band=width)) for row in similarity]
-            assert routes.probed(factor, width).tolist() == expected, (min_docs, factor, width)
+            assert routes.probed(factor, width, min_docs).tolist() == expected, (min_docs, factor, width)
             found = [
                 np.isin(wanted, route(row, sizes, min_docs=min_docs, budget_factor=factor, band=width)).mean()
                 for row, wanted in zip(similarity, neighbours, strict=True)
             ]
-            assert routes.recall(factor, width) == pytest.approx(np.mean(found))
+            assert routes.recall(factor, width, min_docs) == pytest.approx(np.mean(found))
