@@ -2,6 +2,7 @@
 query and FAISS IVF-Flat at equal recall, with the time and memory it takes to open.
 
     python bench/scale.py [--sizes 100000,300000] [--queries 200] [--vectors realistic|synthetic] [--without-texts]
+    python bench/scale.py --sizes 1000000 --reuse DIR   # the collection and index a killed run left in DIR
 
 Vectors: ``realistic`` (the default): real all-MiniLM-L6-v2 embeddings of CISI and BBC News,
 grown by mixing each with two of its 5 nearest real neighbours plus a little noise, each
@@ -26,6 +27,8 @@ its first read. Writes runs/scale.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import shutil
 import subprocess
@@ -38,6 +41,7 @@ import faiss
 import numpy as np
 from _report import grown, resident_mb, write_json
 from _vectors import CISI, NOISE, PROBES, fill, grow_from, recall_at_10, sample_between, timed
+from chromadb.api.shared_system_client import SharedSystemClient
 from llama_index.core import VectorStoreIndex
 from llama_index.core.schema import QueryBundle
 from llama_index.vector_stores.chroma import ChromaVectorStore
@@ -179,7 +183,7 @@ def summary(row: dict) -> str:
         )
     lines.append(
         f"  float16 R@10 {row['open']['float16_recall@10']:.3f}; build s "
-        + ", ".join(f"{k} {v:.1f}" for k, v in row["build_s"].items())
+        + ", ".join(f"{k} {v:.1f}" for k, v in row["build_s"].items() if v is not None)
     )
     return "\n".join(lines)
 
@@ -217,22 +221,61 @@ def p50(ms: np.ndarray) -> float:
 
 
 def alternating(fns: dict, queries: np.ndarray) -> dict[str, tuple[list, np.ndarray]]:
-    """Each query asked of every method in turn (so drift on the machine hits them alike)."""
+    """Each query asked of every method in turn (so drift on the machine hits them alike), the
+    turn's order rotated from one query to the next: a method run right after Chroma's query
+    finds the caches cold and took 0.1 ms longer at 30k (1.54 vs 1.45 ms for the same path,
+    either kernel), which a fixed order charged to the default path alone."""
     found: dict[str, list] = {name: [] for name in fns}
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for q in queries:
-        for name, fn in fns.items():
+    names = list(fns)
+    for i, q in enumerate(queries):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fn = fns[name]
             started = time.perf_counter()
             found[name].append(fn(q))
             times[name].append((time.perf_counter() - started) * 1000)
     return {name: (found[name], np.asarray(times[name])) for name in fns}
 
 
-def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model, texts: list[str] | None) -> dict:
+def bench_size(
+    n: int, vectors: np.ndarray, queries: np.ndarray, embed_model, texts: list[str] | None, reuse: Path | None = None
+) -> dict:
     ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
     exact = [ids[np.argpartition(-(vectors @ q), 10)[:10]].tolist() for q in queries]
-    with tempfile.TemporaryDirectory() as tmp:
-        client = make_client(tmp)
+    with contextlib.nullcontext(str(reuse)) if reuse is not None else tempfile.TemporaryDirectory() as tmp:
+        measured = measure_in_process(tmp, n, ids, vectors, queries, exact, embed_model, texts, reuse is not None)
+        # This process's Chroma system (its copy of the HNSW index), lists, record cache and FAISS
+        # index go before the fresh processes start: at 1M they held 15 GB, and the cold open
+        # beside them (9 GB) was killed for memory.
+        SharedSystemClient.clear_system_cache()
+        gc.collect()
+        phase(n, "opening in fresh processes")
+        opened = open_costs(tmp, queries)
+        opened["float16_recall@10"] = float16_recall(tmp, queries, exact, embed_model)
+    return {**measured, "open": opened}
+
+
+def measure_in_process(
+    tmp: str,
+    n: int,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    exact: list[list[str]],
+    embed_model,
+    texts: list[str] | None,
+    reused: bool,
+) -> dict:
+    """Everything but the fresh processes' opens: fill and adopt (unless ``reused``), FAISS,
+    the alternating loop, the result path, ``VectorStoreIndex``, the calibration on queries."""
+    client = make_client(tmp)
+    chroma_build_s = build_s = None
+    if reused:  # an earlier run's collection and index, at the documents' own calibration
+        source = client.get_collection("source", embedding_function=None)
+        index = ClusterIndex.open("bench", client=client, embed_model=embed_model)
+        if index.manifest.query_fence is not None:
+            raise SystemExit(f"{tmp}: the index was calibrated on queries since; --reuse wants its documents' calibration")
+    else:
         source = client.get_or_create_collection("source", embedding_function=None, configuration={"hnsw": {"space": "cosine"}})
         phase(n, "filling the Chroma collection")
         started = time.perf_counter()
@@ -242,85 +285,79 @@ def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model, te
         started = time.perf_counter()
         index = ClusterIndex.from_vector_store(source, client=client, embed_model=embed_model, name="bench", show_progress=False)
         build_s = time.perf_counter() - started
-        started = time.perf_counter()
-        index.lists.kernel(AUTO_CODEC)  # what the auto kernel builds in the background after a write, built here at once
-        codes_s = time.perf_counter() - started
-        started = time.perf_counter()
-        index.lists.kernel("pq4")  # the opt-in 4-bit codes (FAISS FastScan), built here to time them beside sq8
-        pq4_codes_s = time.perf_counter() - started
-        floats = SearchParams(scan_kernel="numpy")
-        faiss_kernel = SearchParams(scan_kernel="faiss")
-        pq4 = SearchParams(scan_kernel="pq4")
-        index.search(queries[0], 10, faiss_kernel)  # FAISS's copy of the lists is made on the first call
+    started = time.perf_counter()
+    index.lists.kernel(AUTO_CODEC)  # what the auto kernel builds in the background after a write, built here at once
+    codes_s = time.perf_counter() - started
+    started = time.perf_counter()
+    index.lists.kernel("pq4")  # the opt-in 4-bit codes (FAISS FastScan), built here to time them beside sq8
+    pq4_codes_s = time.perf_counter() - started
+    floats = SearchParams(scan_kernel="numpy")
+    faiss_kernel = SearchParams(scan_kernel="faiss")
+    pq4 = SearchParams(scan_kernel="pq4")
+    index.search(queries[0], 10, faiss_kernel)  # FAISS's copy of the lists is made on the first call
 
-        def chroma(q):
-            return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
+    def chroma(q):
+        return source.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])["ids"][0]
 
-        def nodes(params=None):
-            return lambda q: [h.node.node_id for h in index.search(q, 10, params).hits]
+    def nodes(params=None):
+        return lambda q: [h.node.node_id for h in index.search(q, 10, params).hits]
 
-        def ids_only(params=None):
-            return lambda q: index.search(q, 10, params, with_nodes=False).ids
+    def ids_only(params=None):
+        return lambda q: index.search(q, 10, params, with_nodes=False).ids
 
-        phase(n, "FAISS IVF-Flat")
-        started = time.perf_counter()
-        ivf = faiss.IndexIVFFlat(
-            faiss.IndexFlatIP(index.lists.dim), index.lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT
-        )
-        ivf.train(vectors)
-        ivf.add(vectors)
-        faiss_build_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)  # one query on one thread, as the cluster store's kernels scan it
+    phase(n, "FAISS IVF-Flat")
+    started = time.perf_counter()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.lists.dim), index.lists.dim, index.n_clusters, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vectors)
+    ivf.add(vectors)
+    faiss_build_s = time.perf_counter() - started
+    faiss.omp_set_num_threads(1)  # one query on one thread, as the cluster store's kernels scan it
 
-        def flat_ivf(n_probe: int):
-            params = faiss.SearchParametersIVF(nprobe=n_probe)
-            return lambda q: ids[ivf.search(q[None, :], 10, params=params)[1][0]].tolist()
+    def flat_ivf(n_probe: int):
+        params = faiss.SearchParametersIVF(nprobe=n_probe)
+        return lambda q: ids[ivf.search(q[None, :], 10, params=params)[1][0]].tolist()
 
-        curve = []
-        dense = (288, 320, 352, 384, 448, 512, 640, 768, 1024)  # past 256, "equal recall" lands within 15% in nprobe
-        for n_probe in (*PROBES, *dense):
-            found, ms = timed(flat_ivf(n_probe), queries)
-            curve.append({"nprobe": n_probe, "p50_ms": p50(ms), "recall@10": recall_at_10(found, exact)})
-        # FAISS at the recall the ids-only paths reach (an untimed pass), then timed beside them
-        # in the alternating loop below: a tight loop keeps its centroids in cache, which the
-        # alternating one (each query asked of every method in turn) does not.
-        faiss_equal = at_recall(curve, recall_at_10([ids_only()(q) for q in queries], exact))
-        faiss_equal_pq4 = at_recall(curve, recall_at_10([ids_only(pq4)(q) for q in queries], exact))
+    curve = []
+    dense = (288, 320, 352, 384, 448, 512, 640, 768, 1024)  # past 256, "equal recall" lands within 15% in nprobe
+    for n_probe in (*PROBES, *dense):
+        found, ms = timed(flat_ivf(n_probe), queries)
+        curve.append({"nprobe": n_probe, "p50_ms": p50(ms), "recall@10": recall_at_10(found, exact)})
+    # FAISS at the recall the ids-only paths reach (an untimed pass), then timed beside them
+    # in the alternating loop below: a tight loop keeps its centroids in cache, which the
+    # alternating one (each query asked of every method in turn) does not.
+    faiss_equal = at_recall(curve, recall_at_10([ids_only()(q) for q in queries], exact))
+    faiss_equal_pq4 = at_recall(curve, recall_at_10([ids_only(pq4)(q) for q in queries], exact))
 
-        phase(n, "timing queries")
-        stats = [index.search(q, top_k=10).stats for q in queries]
-        methods = {
-            "chroma_default": chroma,
-            "default": nodes(),
-            "default_float32": nodes(floats),
-            "default_faiss_kernel": nodes(faiss_kernel),
-            "default_pq4": nodes(pq4),
-            "ids_only": ids_only(),
-            "ids_only_float32": ids_only(floats),
-            "ids_only_faiss_kernel": ids_only(faiss_kernel),
-            "ids_only_pq4": ids_only(pq4),
-        }
-        for name, row in (("faiss_ivf_flat", faiss_equal), ("faiss_ivf_flat_pq4_recall", faiss_equal_pq4)):
-            if row is not None:
-                methods[name] = flat_ivf(row["nprobe"])
-        for fn in methods.values():
-            fn(queries[0])
-        measured = {
-            name: {"recall@10": recall_at_10(found, exact), "p50_ms": p50(ms)}
-            for name, (found, ms) in alternating(methods, queries).items()
-        }
-        measured["default"]["fraction_scanned"] = float(np.mean([s.fraction_scanned for s in stats]))
-        measured["default"]["far_from_clusters"] = float(np.mean([s.far_from_clusters for s in stats]))
-        measured["result_path"] = result_path(index, queries)
-        measured["through_vector_store_index"] = through_vector_store_index(source, embed_model, queries, exact)
-        measured["calibrated_on_queries"] = calibrated_on_queries(index, chroma, queries, exact)
-        index.cache_records()
-        measured["default_cached_records"] = {"p50_ms": p50(timed(nodes(), queries)[1])}
-
-        index.close()
-        phase(n, "opening in fresh processes")
-        opened = open_costs(tmp, queries)
-        opened["float16_recall@10"] = float16_recall(tmp, queries, exact, embed_model)
+    phase(n, "timing queries")
+    stats = [index.search(q, top_k=10).stats for q in queries]
+    methods = {
+        "chroma_default": chroma,
+        "default": nodes(),
+        "default_float32": nodes(floats),
+        "default_faiss_kernel": nodes(faiss_kernel),
+        "default_pq4": nodes(pq4),
+        "ids_only": ids_only(),
+        "ids_only_float32": ids_only(floats),
+        "ids_only_faiss_kernel": ids_only(faiss_kernel),
+        "ids_only_pq4": ids_only(pq4),
+    }
+    for name, row in (("faiss_ivf_flat", faiss_equal), ("faiss_ivf_flat_pq4_recall", faiss_equal_pq4)):
+        if row is not None:
+            methods[name] = flat_ivf(row["nprobe"])
+    for fn in methods.values():
+        fn(queries[0])
+    measured = {
+        name: {"recall@10": recall_at_10(found, exact), "p50_ms": p50(ms)}
+        for name, (found, ms) in alternating(methods, queries).items()
+    }
+    measured["default"]["fraction_scanned"] = float(np.mean([s.fraction_scanned for s in stats]))
+    measured["default"]["far_from_clusters"] = float(np.mean([s.far_from_clusters for s in stats]))
+    measured["result_path"] = result_path(index, queries)
+    measured["through_vector_store_index"] = through_vector_store_index(source, embed_model, queries, exact)
+    measured["calibrated_on_queries"] = calibrated_on_queries(index, chroma, queries, exact)
+    index.cache_records()
+    measured["default_cached_records"] = {"p50_ms": p50(timed(nodes(), queries)[1])}
+    index.close()
     return {
         "n_docs": n,
         "n_clusters": index.n_clusters,
@@ -337,7 +374,6 @@ def bench_size(n: int, vectors: np.ndarray, queries: np.ndarray, embed_model, te
         "faiss_curve": curve,
         "faiss_at_equal_recall": faiss_equal,
         "faiss_at_pq4_recall": faiss_equal_pq4,
-        "open": opened,
     }
 
 
@@ -404,11 +440,18 @@ def main() -> None:
         "--without-texts", action="store_true", help="realistic vectors carry 'document i', not their real text (no crops)"
     )
     parser.add_argument("--json", type=Path, default=Path("runs/scale.json"))
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="a folder where a run of this one size kept its collection and index (its fill and adoption are not timed)",
+    )
     parser.add_argument("--open-probe", help=argparse.SUPPRESS)
     parser.add_argument("--queries-file", help=argparse.SUPPRESS)
     parser.add_argument("--lists-dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--chroma-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reuse is not None and "," in args.sizes:
+        parser.error("--reuse takes one size: the one its folder was built at")
     if args.chroma_probe:
         chroma_read_probe(args.chroma_probe)
         return
@@ -439,7 +482,7 @@ def main() -> None:
             texts = None if args.without_texts else [corpus[i] for i in grown_from]
         else:
             vectors = sample_between(anchors, int(n), NOISE, rng)
-        row = bench_size(int(n), vectors, queries, embed_model, texts)
+        row = bench_size(int(n), vectors, queries, embed_model, texts, args.reuse)
         results.append({"vectors": args.vectors, "texts": texts is not None, **row})
         write_json(args.json, results)  # each size as it finishes: the large ones take long
         print(summary(results[-1]), flush=True)
