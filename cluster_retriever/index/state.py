@@ -5,11 +5,6 @@ What each level catches (see ``ClusterIndex.refresh``): the staleness check of a
 manifest read and one count, every write made through the library and records the app added
 or deleted; a ``refresh()`` also in-place metadata changes; ``refresh(full=True)`` also
 in-place embedding changes.
-
-A query reads the manifest itself (0.8 ms at 1M) and leaves the count to a thread beside it
-(Chroma's ``count()``: 5 ms at 100k, 42 ms at 1M), so an app whose queries come more than
-``max_staleness_s`` apart does not pay the count on each; records the app added or deleted show
-in the queries that follow it. ``max_staleness_s=0`` counts in the query itself.
 """
 
 from __future__ import annotations
@@ -81,7 +76,6 @@ class LiveState:
         self.checked_at = time.monotonic()
         self._unreadable: tuple[int, int] | None = None  # (version, count) a refresh could not read
         self._warned_unreadable = False
-        self._counting = threading.Lock()  # held while a count runs beside the queries
         self.watch = QueryWatch(store.name)
 
     def switch(self, snapshot: Snapshot, retire: bool = True) -> None:
@@ -110,35 +104,18 @@ class LiveState:
         self.switch(Snapshot(manifest, lists, records))
         return True
 
-    def refresh_if_moved(self, retry_unreadable: bool = True, count_beside: bool = False) -> None:
+    def refresh_if_moved(self, retry_unreadable: bool = True) -> None:
         """The cheap check: one manifest read and one count; a sync only when either moved (a
         balanced add and delete made outside the library waits for ``refresh()``).
-        ``retry_unreadable=False`` skips a sync that already failed on this very state;
-        ``count_beside`` leaves the count (and a sync it calls for) to a thread of its own."""
+        ``retry_unreadable=False`` skips a sync that already failed on this very state."""
         self.checked_at = time.monotonic()
         state = self.snapshot
         manifest = self.store.manifests.read()
         if manifest is None:
             self.sync(compare_metadata=False)
-        elif count_beside and manifest.version == state.manifest.version:
-            if self._counting.acquire(blocking=False):  # one count at a time; queries meanwhile skip theirs
-                try:
-                    threading.Thread(
-                        target=self._count_beside, args=(manifest,), name="cluster-retriever-count", daemon=True
-                    ).start()
-                except RuntimeError:  # no thread to be had: count here
-                    self._counting.release()
-                    self._count_then_sync(manifest, retry_unreadable)
-        else:
-            self._count_then_sync(manifest, retry_unreadable)
-
-    def _count_then_sync(self, manifest: Manifest, retry_unreadable: bool) -> None:
+            return
         seen = (manifest.version, self.store.count(manifest.data_collection))
-        if seen != (self.snapshot.manifest.version, len(self.snapshot.lists)):
-            self._sync_if_readable(seen, retry_unreadable)
-
-    def _sync_if_readable(self, seen: tuple[int, int], retry_unreadable: bool) -> None:
-        if not retry_unreadable and seen == self._unreadable:
+        if seen == (state.manifest.version, len(state.lists)) or (not retry_unreadable and seen == self._unreadable):
             return
         try:
             self.sync(compare_metadata=False)
@@ -146,34 +123,19 @@ class LiveState:
             self._unreadable = seen
             raise
 
-    def _count_beside(self, manifest: Manifest) -> None:
-        """A query's count, run beside it: what it finds shows in the queries after it."""
-        try:
-            self._count_then_sync(manifest, retry_unreadable=False)
-        except StoreOutOfSyncError as exc:
-            self._warn_unreadable(exc)
-        except Exception as exc:  # the server gone, a generation dropped: the next query's check tries again
-            logger.info("index %r: the staleness check beside a query failed (%s: %s)", self.store.name, type(exc).__name__, exc)
-        finally:
-            self._counting.release()
-
     def maybe_refresh(self) -> None:
-        """The staleness check of a query, at most every ``max_staleness_s``: the manifest read
-        in the query, the count beside it (in it when ``max_staleness_s`` is 0). When another
+        """The staleness check of a query, at most every ``max_staleness_s``. When another
         process wrote an embedded folder, the query keeps answering from the last state it
         could read (one WARNING says why and what to do), and the check retries only once the
         store moves again; writes and ``refresh()`` raise ``StoreOutOfSyncError`` instead."""
         if self.max_staleness_s is None or time.monotonic() - self.checked_at < self.max_staleness_s:
             return
         try:
-            self.refresh_if_moved(retry_unreadable=False, count_beside=self.max_staleness_s > 0)
+            self.refresh_if_moved(retry_unreadable=False)
         except StoreOutOfSyncError as exc:
-            self._warn_unreadable(exc)
-
-    def _warn_unreadable(self, exc: StoreOutOfSyncError) -> None:
-        if not self._warned_unreadable:
-            logger.warning("index %r answers from its last readable state: %s", self.store.name, exc)
-            self._warned_unreadable = True
+            if not self._warned_unreadable:
+                logger.warning("index %r answers from its last readable state: %s", self.store.name, exc)
+                self._warned_unreadable = True
 
     def read_records(self, manifest: Manifest) -> Records:
         return {doc_id: (text, metadata) for doc_id, text, metadata in self.store.iter_records(manifest.data_collection)}
