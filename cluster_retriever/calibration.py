@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypedDict
 
@@ -157,17 +157,18 @@ def calibrate(
             for b, rows in enumerate(bins):
                 # Scanning nearest clusters up to this budget alone reaches the target; route's
                 # boundary clusters reach it on less: the smallest factor at which they do.
-                reaching = partial(_smallest_routed, routes[b], target, depth, width)
+                recall = partial(routes[b].recall, min_docs=depth, width=width)
                 ceiling = _smallest_budget(routes[b].before[:, :width], target) / unit
-                factors.append(reaching(ceiling))
+                # a budget alone reaches the target on no less than a quarter of what its nearest clusters need
+                factors.append(_smallest_reaching(recall, "budget_factor", target, 0.25 * ceiling, ceiling))
                 if bands is not None:  # likewise the band: probing every centroid within the target's
                     # quantile of these gaps reaches it; filling up to ``depth`` documents, on less
                     quantile = float(np.quantile(gaps[rows, :width], target, method="higher"))
-                    widths.append(reaching(quantile, "band"))
+                    widths.append(_smallest_reaching(recall, "band", target, 0.0, quantile))
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    joint.append(reaching(ceiling, band_beside=within[b]))
+                    joint.append(_smallest_reaching(partial(recall, band=within[b]), "budget_factor", target, 0.0, ceiling))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
             # above the others', so the same neighbours lie further below it).
@@ -255,33 +256,17 @@ class Routes:
         return float(np.mean(self.place[:, :width] < self.probed(budget_factor, band, min_docs)[:, None]))
 
 
-def _smallest_routed(
-    routes: Routes,
-    needed: float,
-    min_docs: int,
-    width: int,
-    ceiling: float,
-    free: str = "budget_factor",
-    band_beside: float | None = None,
-) -> float:
-    """The smallest ``budget_factor`` (beside the band ``band_beside``, if any) or ``band``
-    (``free``), to 2% and at most ``ceiling``, at which ``route`` at the default parameters
-    probes the clusters of at least ``needed`` of the first ``width`` neighbours."""
-
-    def recall(value: float) -> float:
-        if free == "band":
-            return routes.recall(band=value, min_docs=min_docs, width=width)
-        return routes.recall(budget_factor=value, band=band_beside, min_docs=min_docs, width=width)
-
-    # a budget alone reaches the target on no less than a quarter of what its nearest clusters need
-    lo, hi = (0.25 * ceiling, ceiling) if free == "budget_factor" and band_beside is None else (0.0, ceiling)
-    if recall(hi) < needed:  # cannot happen (the boundary clusters only add), kept as the safe side
-        return ceiling
-    if lo == 0.0 and recall(lo) >= needed:
+def _smallest_reaching(recall: Callable[..., float], name: str, needed: float, lo: float, hi: float) -> float:
+    """The smallest value of ``recall``'s argument ``name`` (``budget_factor`` or ``band``), to
+    2% and within ``lo``-``hi``, at which it reaches ``needed``: ``recall`` is a
+    ``Routes.recall``, which only grows with either."""
+    if recall(**{name: hi}) < needed:  # cannot happen (the boundary clusters only add), kept as the safe side
+        return hi
+    if lo == 0.0 and recall(**{name: lo}) >= needed:
         return 0.0
     while hi - lo > max(0.02 * hi, 1e-4):
         mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if recall(mid) >= needed else (mid, hi)
+        lo, hi = (lo, mid) if recall(**{name: mid}) >= needed else (mid, hi)
     return hi
 
 
