@@ -243,7 +243,7 @@ def bench_size(
     ids = np.asarray([f"doc{i}" for i in range(n)], dtype=object)
     exact = [ids[np.argpartition(-(vectors @ q), 10)[:10]].tolist() for q in queries]
     with contextlib.nullcontext(str(reuse)) if reuse is not None else tempfile.TemporaryDirectory() as tmp:
-        measured = measure_in_process(tmp, n, ids, vectors, queries, exact, embed_model, texts, reuse is not None)
+        measured = measure_in_process(tmp, ids, vectors, queries, exact, embed_model, texts, reuse is not None)
         # This process's Chroma system (its copy of the HNSW index), lists, record cache and FAISS
         # index go before the fresh processes start: at 1M they held 15 GB, and the cold open
         # beside them (9 GB) was killed for memory.
@@ -257,7 +257,6 @@ def bench_size(
 
 def measure_in_process(
     tmp: str,
-    n: int,
     ids: np.ndarray,
     vectors: np.ndarray,
     queries: np.ndarray,
@@ -268,7 +267,7 @@ def measure_in_process(
 ) -> dict:
     """Everything but the fresh processes' opens: fill and adopt (unless ``reused``), FAISS,
     the alternating loop, the result path, ``VectorStoreIndex``, the calibration on queries."""
-    client = make_client(tmp)
+    n, client = len(ids), make_client(tmp)
     chroma_build_s = build_s = None
     if reused:  # an earlier run's collection and index, at the documents' own calibration
         source = client.get_collection("source", embedding_function=None)
