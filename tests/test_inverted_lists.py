@@ -155,3 +155,33 @@ def test_refinement_depth_is_chosen_on_the_lists_own_rows(monkeypatch: pytest.Mo
         found.append(len(set(kernel.scan(query, clusters, 10).ids) & set(lists.scan(query, clusters, 10, kernel="numpy").ids)))
     assert np.mean(found) / 10 >= 0.97
     assert RefinedKernel(lists.layout, "pq4", refine=3).refine == 3  # an explicit depth is kept
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "sq8"])
+def test_a_routed_scan_with_outliers_equals_exact_search_over_the_probes_and_every_outlier(kernel):
+    """Outliers (rows below the fence) are scored from their own block in memory: the result is
+    still the exact top-k of the probed clusters' rows and every other cluster's outliers, each
+    row once, among what a mask lets through."""
+    pytest.importorskip("faiss")
+    lists, vectors, labels, ids = make(n=400, k=8, dim=16, seed=5)
+    fence = float(np.quantile(lists.affinity, 0.2))  # a fifth of the rows are outliers
+    lists = InvertedLists(lists.centroids, ids, vectors, labels, fence=fence)
+    order = np.argsort(labels, kind="stable")  # the lists' rows are in cluster order
+    affinity = lists.affinity[np.argsort(order)]  # back in the input's order
+    outlier = affinity < fence
+    assert 0 < outlier.sum() == len(lists.spill)
+    allowed = np.ones(len(ids), dtype=bool)
+    allowed[::3] = False
+    mask = allowed[order]
+    for row in range(0, 400, 23):
+        query = vectors[row]
+        for clusters, restricted in (([1, 4], None), ([0, 2, 6], mask), ([3], None)):
+            result = lists.scan(query, clusters, 10, restricted, kernel=kernel, spill=True)
+            candidates = np.isin(labels, clusters) | outlier
+            if restricted is not None:
+                candidates &= allowed
+            rows = np.flatnonzero(candidates)
+            exact = rows[np.argsort(-(vectors[rows] @ query), kind="stable")[:10]]
+            assert result.ids == [ids[i] for i in exact]
+            assert np.allclose(result.scores, vectors[exact] @ query, atol=1e-6)
+            assert result.n_scanned == len(rows) and len(set(result.ids)) == len(result.ids)

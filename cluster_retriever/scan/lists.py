@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.filters import NO_RESTRICTION, MetadataColumns, Restriction
-from cluster_retriever.scan.kernels import AUTO_CODEC, KERNELS, Kernel, Layout, ScanResult, faiss_installed, scan_rows
+from cluster_retriever.scan.kernels import AUTO_CODEC, KERNELS, Kernel, Layout, ScanResult, faiss_installed, scan_rows, top_of
 from cluster_retriever.scan.masks import MaskCache
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,12 @@ class InvertedLists:
         self.fence = outlier_fence(affinity) if fence is None else float(fence)
         self.spill = np.flatnonzero(affinity < self.fence)
         self._spill_labels = labels[self.spill]
+        # The outliers' rows copied into one block, in memory: every routed query scores them
+        # all, and a gather of the scattered rows from the (mapped) lists took 0.18 ms a query
+        # at 300k where the block takes 0.04 (3,245 outliers, 5 MB; the probed clusters' own
+        # scan 0.05 ms). Whether a routed query reads the lists file then depends only on its
+        # probed clusters.
+        self._spill_block = np.ascontiguousarray(vectors[self.spill], dtype=np.float32)
         self.ids: np.ndarray = ids
         self.vectors = vectors
         self.labels = labels
@@ -218,12 +224,12 @@ class InvertedLists:
             return found
         probed = np.zeros(self.n_clusters, dtype=bool)
         probed[chosen] = True  # a lookup table: np.isin over the probes took 0.1 ms a query at 100k
-        extra = self.spill[~probed[self._spill_labels]]
+        beyond = ~probed[self._spill_labels]  # outliers the kernel did not scan already
         if mask is not None:
-            extra = extra[mask[extra]]
-        if not len(extra):
+            beyond &= mask[self.spill]
+        if not beyond.any():
             return found
-        spilled = scan_rows(self.layout, query, extra, top_k)
+        spilled = top_of(self.layout, np.asarray(self._spill_block @ query, dtype=np.float32)[beyond], self.spill[beyond], top_k)
         ids = found.ids + spilled.ids
         scores = np.concatenate([found.scores, spilled.scores]).astype(np.float32)
         best = np.argsort(-scores, kind="stable")[:top_k]
