@@ -403,8 +403,9 @@ def result_path(index: ClusterIndex, queries: np.ndarray) -> dict[str, float]:
     snapshot = index._live.snapshot
     hit_ids = [index.search(q, 10, with_nodes=False).ids for q in queries]
     records, read_ms = timed(lambda ids: fetch(index.store, snapshot, ids, True, False), hit_ids)
-    pairs = list(zip(hit_ids, records, strict=True))
-    _, nodes_ms = timed(lambda pair: hits(snapshot.lists, pair[1], pair[0], [0.0] * len(pair[0])), pairs)
+    clusters = [[snapshot.lists.cluster_of(doc_id) for doc_id in ids] for ids in hit_ids]  # the scan's rows give them
+    triples = list(zip(hit_ids, records, clusters, strict=True))
+    _, nodes_ms = timed(lambda hit: hits(hit[1], hit[0], [0.0] * len(hit[0]), hit[2]), triples)
     return {"chroma_read_p50_ms": p50(read_ms), "nodes_p50_ms": p50(nodes_ms)}
 
 

@@ -244,3 +244,14 @@ def test_more_centroids_than_one_chroma_batch_are_written_and_read_back(tmp_path
     centroids = np.random.default_rng(0).normal(size=(k, 4)).astype(np.float32)
     store.write_centroids(1, centroids)
     assert np.allclose(store.read_centroids(1), centroids, atol=1e-6)  # Chroma rounds the last bit
+
+
+def test_a_query_reads_its_hits_clusters_from_the_scan_without_an_id_map(tmp_path, index, embed_model):
+    """A query knows each hit's row from the scan, so its nodes carry their cluster without the
+    id -> row map (56 MB at 1M), which only writes and lookups by id make."""
+    opened = ClusterIndex.open(path=tmp_path / "chroma", embed_model=embed_model)
+    found = [opened.as_retriever(similarity_top_k=5, mode=mode).retrieve("croissants") for mode in ("routed", "flat")]
+    assert opened.lists._position is None
+    for hits in found:
+        assert len(hits) == 5
+        assert [h.node.metadata["cluster_id"] for h in hits] == [opened.lists.cluster_of(h.node.node_id) for h in hits]

@@ -185,3 +185,4 @@ def test_a_routed_scan_with_outliers_equals_exact_search_over_the_probes_and_eve
             assert result.ids == [ids[i] for i in exact]
             assert np.allclose(result.scores, vectors[exact] @ query, atol=1e-6)
             assert result.n_scanned == len(rows) and len(set(result.ids)) == len(result.ids)
+            assert lists.ids[result.rows].tolist() == result.ids

@@ -18,7 +18,6 @@ from cluster_retriever.filters import MetadataColumns, filterable, restrict
 from cluster_retriever.index.snapshot import Records, Snapshot
 from cluster_retriever.index.state import LiveState
 from cluster_retriever.routing import route
-from cluster_retriever.scan.lists import InvertedLists
 from cluster_retriever.store.chroma import ChromaStore, GenerationGone
 from cluster_retriever.store.manifest import Manifest
 from cluster_retriever.store.records import to_node
@@ -94,7 +93,7 @@ def search_snapshot(
     want = top_k
     while True:
         result = lists.scan(query, clusters, want, mask, params.scan_kernel, spill=params.mode == "routed")
-        ids, scores = result.ids, [float(score) for score in result.scores]
+        ids, scores, rows = result.ids, [float(score) for score in result.scores], result.rows.tolist()
         records = fetch(store, snapshot, ids, with_nodes, restricted)
         if records is not None:  # drop records deleted meanwhile, and any the filter no longer admits
             kept = [i for i, doc_id in enumerate(ids) if doc_id in records]
@@ -102,25 +101,26 @@ def search_snapshot(
                 found = np.asarray([ids[i] for i in kept], dtype=object)
                 fresh = restrict(MetadataColumns([filterable(records[ids[i]][1]) for i in kept]), found, restriction)
                 kept = [i for i, ok in zip(kept, fresh.tolist(), strict=True) if ok]
-            ids, scores = [ids[i] for i in kept], [scores[i] for i in kept]
+            ids, scores, rows = [ids[i] for i in kept], [scores[i] for i in kept], [rows[i] for i in kept]
         if len(ids) >= top_k or want >= result.n_scanned:
             break
         want = min(result.n_scanned, 2 * want)  # top up from further candidates
-    ids, scores = ids[:top_k], scores[:top_k]
+    ids, scores, rows = ids[:top_k], scores[:top_k], rows[:top_k]
     nonempty = int(np.count_nonzero(sizes))
     probed = nonempty if clusters is None else len(clusters)
     exact = clusters is None or len(clusters) == nonempty
     stats = SearchStats(probed, result.n_scanned, result.n_scanned / len(lists), bool(exact), far)
     if not with_nodes or records is None:
         return SearchResult([], stats, ids, scores)
-    return SearchResult(hits(lists, records, ids, scores), stats, ids, scores)
+    return SearchResult(hits(records, ids, scores, lists.labels[rows].tolist()), stats, ids, scores)
 
 
-def hits(lists: InvertedLists, records: Records, ids: list[str], scores: list[float]) -> list[NodeWithScore]:
-    """The returned records as nodes (made only for what is returned), cluster id in the metadata."""
+def hits(records: Records, ids: list[str], scores: list[float], clusters: list[int]) -> list[NodeWithScore]:
+    """The returned records as nodes (made only for what is returned), each one's cluster id in
+    its metadata."""
     return [
-        NodeWithScore(node=to_node(doc_id, *records[doc_id], cluster_id=lists.cluster_of(doc_id)), score=score)
-        for doc_id, score in zip(ids, scores, strict=True)
+        NodeWithScore(node=to_node(doc_id, *records[doc_id], cluster_id=cluster), score=score)
+        for doc_id, score, cluster in zip(ids, scores, clusters, strict=True)
     ]
 
 

@@ -26,6 +26,11 @@ class ScanResult:
     ids: list[str]
     scores: np.ndarray
     n_scanned: int
+    rows: np.ndarray  # each hit's row in the lists (``ids`` are the lists' ids of these rows)
+
+    @classmethod
+    def empty(cls, n_scanned: int) -> ScanResult:
+        return cls([], np.zeros(0, dtype=np.float32), n_scanned, np.zeros(0, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,11 @@ def top_of(layout: Layout, scores: np.ndarray, rows: np.ndarray, top_k: int) -> 
     """The ``top_k`` best of ``scores`` (one per row of ``rows``), best first."""
     k = min(top_k, len(scores))
     if k == 0:
-        return ScanResult([], np.zeros(0, dtype=np.float32), len(scores))
+        return ScanResult.empty(len(scores))
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]
-    return ScanResult(list(layout.ids[rows[best]]), scores[best].astype(np.float32), len(scores))
+    found = rows[best]
+    return ScanResult(list(layout.ids[found]), scores[best].astype(np.float32), len(scores), found)
 
 
 def scan_rows(layout: Layout, query: np.ndarray, rows: np.ndarray, top_k: int) -> ScanResult:
@@ -93,12 +99,12 @@ class NumpyKernel:
             np.matmul(vectors[start:end], query, out=scores[at : at + end - start])
         k = min(top_k, len(scores))
         if k == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+            return ScanResult.empty(0)
         best = np.argpartition(-scores, k - 1)[:k]
         best = best[np.argsort(-scores[best], kind="stable")]
         block = np.searchsorted(filled, best, side="right") - 1
         found = starts[block] + best - filled[block]
-        return ScanResult(list(layout.ids[found]), scores[best], len(scores))
+        return ScanResult(list(layout.ids[found]), scores[best], len(scores), found)
 
 
 def _preassigned(faiss: Any, layout: Layout, index: Any) -> Any:
@@ -156,9 +162,9 @@ class FaissFlatKernel:
         chosen = np.flatnonzero(layout.sizes) if clusters is None else clusters
         n_scanned = int(layout.sizes[chosen].sum())
         if min(top_k, n_scanned) == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+            return ScanResult.empty(0)
         scores, rows = _search_preassigned(self._faiss, self._ivf, query, chosen, min(top_k, n_scanned))
-        return ScanResult(list(layout.ids[rows]), scores, n_scanned)
+        return ScanResult(list(layout.ids[rows]), scores, n_scanned, rows)
 
 
 class RefinedKernel:
@@ -220,10 +226,10 @@ class RefinedKernel:
         n_scanned = int(layout.sizes[chosen].sum())
         depth = min(self.refine * top_k, n_scanned)
         if min(top_k, depth) == 0:
-            return ScanResult([], np.zeros(0, dtype=np.float32), 0)
+            return ScanResult.empty(0)
         _, rows = _search_preassigned(self._faiss, self._ivf, query, chosen, depth)
         refined = scan_rows(layout, query, np.sort(rows), top_k)  # sorted: the rows are read in file order
-        return ScanResult(refined.ids, refined.scores, n_scanned)
+        return ScanResult(refined.ids, refined.scores, n_scanned, refined.rows)
 
 
 AUTO_CODEC = "sq8"

@@ -100,7 +100,7 @@ class InvertedLists:
         self._load_metadatas = None if isinstance(metadatas, np.ndarray) else metadatas
         self.sizes = np.bincount(self.labels, minlength=self.n_clusters)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
-        self._position = {doc_id: i for i, doc_id in enumerate(self.ids)}
+        self._position: dict[str, int] | None = None  # id -> row, made on first use (not by queries: 56 MB at 1M)
         self._columns: MetadataColumns | None = None
         self._masks = MaskCache(self.ids, lambda: self.columns)
         self._lazy_lock = threading.Lock()  # guards the metadata and the kernels
@@ -140,15 +140,25 @@ class InvertedLists:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def positions(self) -> dict[str, int]:
+        """Each id's row, made on the first call: a query knows its hits' rows from the scan,
+        so only writes, MMR and lookups by id pay for it."""
+        with self._lazy_lock:
+            if self._position is None:
+                self._position = {doc_id: i for i, doc_id in enumerate(self.ids.tolist())}
+            return self._position
+
     def __contains__(self, doc_id: str) -> bool:
-        return doc_id in self._position
+        return doc_id in self.positions
 
     def cluster_of(self, doc_id: str) -> int:
-        return int(self.labels[self._position[doc_id]])
+        return int(self.labels[self.positions[doc_id]])
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """The stored unit vectors of these ids (each must be in the lists)."""
-        return np.asarray(self.vectors[[self._position[doc_id] for doc_id in ids]], dtype=np.float32)
+        positions = self.positions
+        return np.asarray(self.vectors[[positions[doc_id] for doc_id in ids]], dtype=np.float32)
 
     def mask(self, restriction: Restriction = NO_RESTRICTION) -> np.ndarray | None:
         """Rows a query may return, or None when nothing restricts it (cached per restriction)."""
@@ -232,8 +242,9 @@ class InvertedLists:
         spilled = top_of(self.layout, np.asarray(self._spill_block @ query, dtype=np.float32)[beyond], self.spill[beyond], top_k)
         ids = found.ids + spilled.ids
         scores = np.concatenate([found.scores, spilled.scores]).astype(np.float32)
+        rows = np.concatenate([found.rows, spilled.rows])
         best = np.argsort(-scores, kind="stable")[:top_k]
-        return ScanResult([ids[i] for i in best], scores[best], found.n_scanned + spilled.n_scanned)
+        return ScanResult([ids[i] for i in best], scores[best], found.n_scanned + spilled.n_scanned, rows[best])
 
     def _rows_within(self, clusters: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
         """The rows of ``clusters`` (None: all) that ``mask`` lets through, in row order."""
