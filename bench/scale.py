@@ -224,19 +224,22 @@ def p50(ms: np.ndarray) -> float:
 
 
 def alternating(fns: dict, queries: np.ndarray) -> dict[str, tuple[list, np.ndarray]]:
-    """Each query asked of every method in turn (so drift on the machine hits them alike), the
-    turn's order rotated from one query to the next: a method run right after Chroma's query
-    finds the caches cold and took 0.1 ms longer at 30k (1.54 vs 1.45 ms for the same path,
-    either kernel), which a fixed order charged to the default path alone."""
+    """Each query asked of every method in turn (so drift on the machine hits them alike), in a
+    new random order for each query (seeded). A method run right after a Chroma read finds the
+    caches cold; a fixed order, or one rotated per query (which keeps every method's
+    predecessor), charged that to whichever method came next: the default path always followed
+    Chroma's query, and the default kernel's ids-only row a path that reads Chroma. At 100k the
+    ids-only p50s of sq8 and the float rows swapped when the default kernel changed from one to
+    the other (sq8 0.27 -> 0.20 ms, float rows 0.22 -> 0.26)."""
     found: dict[str, list] = {name: [] for name in fns}
     times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for i, q in enumerate(queries):
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            fn = fns[name]
+    names, rng = list(fns), np.random.default_rng(0)
+    for q in queries:
+        for j in rng.permutation(len(names)):
+            fn = fns[names[j]]
             started = time.perf_counter()
-            found[name].append(fn(q))
-            times[name].append((time.perf_counter() - started) * 1000)
+            found[names[j]].append(fn(q))
+            times[names[j]].append((time.perf_counter() - started) * 1000)
     return {name: (found[name], np.asarray(times[name])) for name in fns}
 
 
