@@ -12,10 +12,10 @@ headlines); ``synthetic``: mixes among 20 neighbours of the CISI
 embeddings with more noise (as in bench/routing_latency.py), queries from the same
 distribution. For each size, in one run: an app's ChromaVectorStore collection is filled,
 adopted by a ClusterIndex at its defaults (auto k, balanced clusters, calibrated routing, the
-auto scan kernel with its codes built), and every method is asked each query in turn:
-Chroma's default query (documents included), the default path (``ClusterIndex.search``,
-nodes returned) with the auto kernel, the float32 scan and FAISS's IVF-Flat kernel, ids only
-with each, and the same through a LlamaIndex ``VectorStoreIndex`` over the cluster store and
+auto scan kernel), and every method is asked each query, in a random order: Chroma's default
+query (documents included), the default path (``ClusterIndex.search``, nodes returned) with
+the auto kernel (the float32 rows), the 8-bit codes (sq8), the 4-bit codes (pq4) and FAISS's
+IVF-Flat kernel, ids only with each, and the same through a LlamaIndex ``VectorStoreIndex`` over the cluster store and
 over ``ChromaVectorStore``. The result path (the one Chroma read of the hits, the nodes) is
 timed apart. FAISS IVF-Flat with as many lists is swept over nprobe (one thread), and its
 nprobe at the ids-only paths' recall is timed in the same alternating loop as they are. Then, in fresh
@@ -50,6 +50,7 @@ from cluster_retriever import ClusterIndex, ClusterVectorStore
 from cluster_retriever.datasets import load_bbc_news, load_beir
 from cluster_retriever.embeddings import embed_query, embed_texts, resolve_embed_model
 from cluster_retriever.index.search import fetch, hits
+from cluster_retriever.scan.kernels import AUTO_CODEC
 from cluster_retriever.store.clients import make_client
 from cluster_retriever.types import DEFAULT_TARGET_RECALL, SearchParams
 
@@ -85,6 +86,8 @@ def open_probe(path: str, queries_file: str, lists_dtype: str) -> None:
     queries = np.load(queries_file)
     for q in queries:
         index.search(q, top_k=10)
+    if index.lists.vectors.dtype == np.float16:  # the codes the first routed query started building, waited for
+        index.lists.kernel(AUTO_CODEC)
     after_queries = resident_mb()
     # The path users take (an opened index, lists from the file), timed once its pages are in.
     _, default_ms = timed(lambda q: index.search(q, top_k=10), queries)

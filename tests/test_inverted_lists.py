@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cluster_retriever.scan import kernels
-from cluster_retriever.scan.kernels import RefinedKernel
+from cluster_retriever.scan.kernels import NumpyKernel, RefinedKernel
 from cluster_retriever.scan.lists import InvertedLists
 
 
@@ -90,17 +90,76 @@ def test_compressed_kernels_refine_exactly_and_find_what_the_float_scan_finds():
         assert np.mean(found) >= floor, (name, np.mean(found))
 
 
-def test_auto_scans_the_float_rows_and_builds_no_codes():
-    """The default kernel is the float rows (``AUTO_KERNEL``: measured faster than the 8-bit
-    codes at the calibrated routing's scan sizes); no codes are built behind the queries."""
+def half(lists: InvertedLists) -> InvertedLists:
+    """The same lists stored as float16 (``lists_dtype="float16"``), rows already in cluster order."""
+    return InvertedLists(lists.centroids, lists.ids, lists.vectors.astype(np.float16), lists.labels, fence=lists.fence)
+
+
+def test_auto_scans_float32_lists_from_their_rows_and_builds_no_codes():
+    """On float32 lists the rows are as fast as the 8-bit codes at routed scan sizes
+    (``AUTO_CODEC``'s docstring): no codes are built behind the queries."""
     lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
-    assert kernels.AUTO_KERNEL == "numpy"
     for row in range(0, 2000, 97):
         query, clusters = vectors[row], [int(labels[row]), 1, 2]
         assert lists.scan(query, clusters, 10).ids == lists.scan(query, clusters, 10, kernel="numpy").ids
-        assert lists.scan(query, None, 10).ids == lists.scan(query, None, 10, kernel="numpy").ids
     time.sleep(0.05)
     assert set(lists._kernels) == {"numpy"}
+
+
+def test_auto_scans_float16_lists_from_their_rows_until_the_codes_are_built_then_the_codes():
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    lists = half(lists)
+    query, clusters = vectors[3], [int(labels[3]), 1, 2]
+    first = lists.auto_kernel(exact=False)  # starts the build in the background, does not wait for it
+    assert isinstance(first, NumpyKernel)
+    deadline = time.monotonic() + 30
+    while not isinstance(lists.auto_kernel(exact=False), RefinedKernel):
+        assert time.monotonic() < deadline, "the codes were never built"
+        time.sleep(0.01)
+    assert isinstance(lists.auto_kernel(exact=True), NumpyKernel)  # an exact scan stays exact
+    routed = lists.scan(query, clusters, 10)  # the default kernel is auto
+    assert routed.ids == lists.scan(query, clusters, 10, kernel="sq8").ids
+    flat = lists.scan(query, None, 10)
+    assert flat.ids == lists.scan(query, None, 10, kernel="numpy").ids
+    grown = lists.added(["new"], vectors[:1], np.array([0]))  # a new version starts again from the float rows
+    assert grown.auto_kernel(exact=False) is not lists.auto_kernel(exact=False)
+
+
+def test_auto_without_faiss_scans_the_float_rows(monkeypatch: pytest.MonkeyPatch):
+    import cluster_retriever.scan.lists as lists_module
+
+    monkeypatch.setattr(lists_module, "faiss_installed", lambda: False)
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    lists = half(lists)
+    for _ in range(3):
+        assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+    time.sleep(0.05)
+    assert "sq8" not in lists._kernels  # nothing was built
+    assert kernels.AUTO_CODEC in kernels.KERNELS
+
+
+def test_a_failed_code_build_is_logged_once_and_queries_keep_the_float_rows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    def broken(layout: object) -> None:
+        raise MemoryError("no room for codes")
+
+    monkeypatch.setitem(kernels.KERNELS, kernels.AUTO_CODEC, broken)
+    lists, vectors, labels, _ = make(n=2000, k=16, dim=32, seed=6)
+    lists = half(lists)
+    query, clusters = vectors[3], [int(labels[3]), 1, 2]
+    with caplog.at_level("WARNING", logger="cluster_retriever.scan.lists"):
+        assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+        deadline = time.monotonic() + 30
+        while not caplog.records:
+            assert time.monotonic() < deadline, "the failed build was never reported"
+            time.sleep(0.01)
+        for _ in range(5):  # no retry storm: one build per version of the lists
+            assert isinstance(lists.auto_kernel(exact=False), NumpyKernel)
+        time.sleep(0.05)
+    assert len(caplog.records) == 1 and "MemoryError: no room for codes" in caplog.text
+    assert "float rows" in caplog.text
+    assert lists.scan(query, clusters, 10).ids == lists.scan(query, clusters, 10, kernel="numpy").ids
 
 
 def test_refinement_depth_is_chosen_on_the_lists_own_rows(monkeypatch: pytest.MonkeyPatch):

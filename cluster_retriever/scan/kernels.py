@@ -4,12 +4,14 @@ A kernel is the seam of the scan: the search hands it the probed clusters and as
 candidates; it never sees routing, filters or the store. ``numpy`` scores the lists' own
 rows (memory-mapped or in memory) in place; ``faiss`` runs FAISS's IVF-Flat kernel over a
 copy of them; ``sq8`` and ``pq4`` scan FAISS's compressed codes, then score the best
-candidates exactly from the float rows (``RefinedKernel``). ``"auto"`` is ``AUTO_KERNEL``; the
-lists own each version's kernels.
+candidates exactly from the float rows (``RefinedKernel``). ``"auto"`` (``AUTO_CODEC``) is
+resolved by the lists, which own the per-version cache and the background build.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -230,15 +232,21 @@ class RefinedKernel:
         return ScanResult(refined.ids, refined.scores, n_scanned, refined.rows)
 
 
-AUTO_KERNEL = "numpy"
-"""What ``scan_kernel="auto"`` scans with: the float rows. Measured in bench/scale.py (realistic
-vectors, real queries, every method asked each query in turn, ids only, the same probes):
-sq8 0.27 / 0.28 / 0.38 ms p50 against the float rows' 0.22 / 0.24 / 0.32 at 100k / 300k / 1M,
-the same recall@10 (0.977 / 0.965 / 0.953); in a loop of its own at 1M, 0.25 against 0.24. The
-calibrated routing probes clusters holding about 700 / 1,200 rows a query at 300k / 1M (the
-outliers, the rest of what is scanned, are scored from their own block): too few for 4x fewer
-bytes to pay for FAISS's call and the refinement. The compressed kernels stay available by
-name; sq8 holds a quarter of the float rows' bytes in memory (384 MB at 1M)."""
+AUTO_CODEC = "sq8"
+"""What ``scan_kernel="auto"`` scans float16 lists' routed queries with, where FAISS is installed;
+float32 lists are scanned from their rows. Measured in bench/scale.py (realistic vectors, real
+queries, every method asked each query in a random order, ids only, the same probes): on
+float32 lists sq8 and the float rows both take 0.24 ms p50 at 100k, the same recall@10 (0.977),
+so the rows win, holding no codes (384 MB at 1M) and building none after each write; on float16
+lists, which numpy scores without a half-precision kernel, sq8 takes 0.15-0.16 ms against the
+rows' 0.29-0.33 at 100k and 0.23 against 0.56 at 1M (an index opened afresh, a loop of its own). The calibrated routing probes
+clusters holding about 700 / 1,200 rows a query at 300k / 1M: too few for 4x fewer bytes to
+pay for FAISS's call and the refinement where the rows are float32."""
+
+
+@functools.cache
+def faiss_installed() -> bool:
+    return importlib.util.find_spec("faiss") is not None
 
 
 KERNELS: dict[str, Callable[[Layout], Any]] = {

@@ -9,6 +9,7 @@ no filtered-HNSW recall loss.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.filters import NO_RESTRICTION, MetadataColumns, Restriction
-from cluster_retriever.scan.kernels import AUTO_KERNEL, KERNELS, Kernel, Layout, ScanResult, scan_rows, top_of
+from cluster_retriever.scan.kernels import AUTO_CODEC, KERNELS, Kernel, Layout, ScanResult, faiss_installed, scan_rows, top_of
 from cluster_retriever.scan.masks import MaskCache
+
+logger = logging.getLogger(__name__)
 
 
 class InvertedLists:
@@ -102,6 +105,7 @@ class InvertedLists:
         self._masks = MaskCache(self.ids, lambda: self.columns)
         self._lazy_lock = threading.Lock()  # guards the metadata, the id map and the kernels
         self._kernels: dict[str, Kernel] = {}  # built on a kernel's first scan of this version
+        self._building = False  # the auto kernel's codes are being built
         self.layout = Layout(self.centroids, self.ids, self.vectors, self.labels, self.sizes, self.offsets)
 
     @property
@@ -178,6 +182,37 @@ class InvertedLists:
                 made = self._kernels.setdefault(name, made)
         return made
 
+    def auto_kernel(self, exact: bool) -> Kernel:
+        """What ``scan_kernel="auto"`` scans with: the float32 rows; for float16 lists, which
+        numpy scores slowly, the compressed ``AUTO_CODEC`` for routed scans once its codes are
+        built (the first routed scan of this version starts the build in a background thread,
+        so no query waits for it), their float rows until then, without FAISS and for an exact
+        scan (measured: ``AUTO_CODEC``'s docstring)."""
+        if exact or not faiss_installed() or self.vectors.dtype != np.float16:
+            return self.kernel("numpy")
+        with self._lazy_lock:
+            built = self._kernels.get(AUTO_CODEC)
+            start = built is None and not self._building
+            self._building = self._building or start
+        if start:
+            threading.Thread(target=self._build_codes, name="cluster-retriever-codes", daemon=True).start()
+        return built if built is not None else self.kernel("numpy")
+
+    def _build_codes(self) -> None:
+        """Build the auto kernel's codes; a failure is logged once and this version of the lists
+        keeps scanning the float rows (the next write's version tries again)."""
+        try:
+            self.kernel(AUTO_CODEC)
+        except Exception as exc:  # a FAISS error, memory: queries must not notice beyond speed
+            logger.warning(
+                "building the %s scan codes of %d vectors failed (%s: %s); queries scan the float rows, "
+                "as scan_kernel='numpy' does, until the next write.",
+                AUTO_CODEC,
+                len(self.ids),
+                type(exc).__name__,
+                exc,
+            )
+
     def scan(
         self,
         query: np.ndarray,
@@ -193,7 +228,7 @@ class InvertedLists:
         filter's survivors are scored directly (only the allowed rows are read)."""
         chosen = None if clusters is None else self.nonempty(clusters)
         if mask is None:
-            found = self.kernel(AUTO_KERNEL if kernel == "auto" else kernel).scan(query, chosen, top_k)
+            found = (self.auto_kernel(chosen is None) if kernel == "auto" else self.kernel(kernel)).scan(query, chosen, top_k)
         else:
             found = scan_rows(self.layout, query, self._rows_within(chosen, mask), top_k)
         if not spill or chosen is None or not len(self.spill):
