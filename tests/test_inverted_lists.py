@@ -205,3 +205,19 @@ def test_a_routed_scan_with_outliers_equals_exact_search_over_the_probes_and_eve
             assert np.allclose(result.scores, vectors[exact] @ query, atol=1e-6)
             assert result.n_scanned == len(rows) and len(set(result.ids)) == len(result.ids)
             assert lists.ids[result.rows].tolist() == result.ids
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rows_read_from_a_mapped_file_equal_the_rows_gathered(tmp_path, dtype):
+    """The outliers' block is read from the lists file row by row (no mapping): the same values
+    as a gather, as float32, for any rows in any order, and from arrays in memory too."""
+    from cluster_retriever.scan.lists import read_rows
+
+    array = np.random.default_rng(1).normal(size=(500, 24)).astype(dtype)
+    np.save(tmp_path / "rows.npy", array)
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    for rows in (np.array([0, 499, 17, 17, 250]), np.arange(0, 500, 7), np.zeros(0, dtype=np.int64)):
+        read = read_rows(mapped, rows)
+        assert read.dtype == np.float32 and read.shape == (len(rows), 24)
+        assert np.array_equal(read, array[rows].astype(np.float32))
+        assert np.array_equal(read_rows(array, rows), read)

@@ -154,3 +154,23 @@ def test_damaged_metadata_never_leaks_nor_crashes(built, content):
     for i in range(0, 400, 11):
         hits = top_ids(index, i, filters=only_shard_1)
         assert len(hits) == 10 and all(int(doc_id[1:]) % 3 == 1 for doc_id in hits)
+
+
+def test_the_open_checksums_the_file_by_reads_as_the_writer_did_over_the_array(tmp_path):
+    """The open reads the file to check it (its pages are not mapped into the process); the sum
+    equals the writer's over the array, whatever the header's length, and catches a flipped byte."""
+    from cluster_retriever.store.lists_file import _checksum, _file_checksum
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "rows": rng.normal(size=(3001, 7)).astype(np.float32),
+        "ids": np.char.encode(np.asarray([f"doc-{i}" for i in range(999)]), "utf-8"),
+        "empty": np.zeros((0, 4), np.float32),
+    }
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        assert _file_checksum(np.load(tmp_path / f"{name}.npy", mmap_mode="r")) == _checksum(array)
+    raw = bytearray((tmp_path / "rows.npy").read_bytes())
+    raw[-5] ^= 0x10  # inside the last row
+    (tmp_path / "rows.npy").write_bytes(bytes(raw))
+    assert _file_checksum(np.load(tmp_path / "rows.npy", mmap_mode="r")) != _checksum(arrays["rows"])

@@ -10,6 +10,7 @@ no filtered-HNSW recall loss.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -65,9 +66,12 @@ class InvertedLists:
         """Rows already in cluster order (a lists file): ``vectors`` is not copied (a memory map
         stays mapped), and ``metadatas`` is called on the first filtered query."""
         lists = cls.__new__(cls)
+        affinity = np.asarray(affinity, dtype=np.float32)
+        fence = outlier_fence(affinity) if fence is None else float(fence)
+        spill_block = read_rows(vectors, np.flatnonzero(affinity < fence))
         # A plain ndarray over the same mapped pages: slicing a np.memmap runs Python code
         # (its __getitem__ and __array_finalize__), about 0.6 ms per query over ~250 clusters.
-        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas, np.asarray(affinity, dtype=np.float32), fence)
+        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas, affinity, fence, spill_block)
         return lists
 
     def _setup(
@@ -79,6 +83,7 @@ class InvertedLists:
         metadatas: np.ndarray | Callable[[], Sequence[dict[str, Any]]],
         affinity: np.ndarray,
         fence: float | None,
+        spill_block: np.ndarray | None = None,
     ) -> None:
         self.centroids = centroids
         self.affinity = affinity  # each row's cosine to its own centroid
@@ -92,7 +97,7 @@ class InvertedLists:
         # at 300k where the block takes 0.04 (3,245 outliers, 5 MB; the probed clusters' own
         # scan 0.05 ms). Whether a routed query reads the lists file then depends only on its
         # probed clusters.
-        self._spill_block = np.ascontiguousarray(vectors[self.spill], dtype=np.float32)
+        self._spill_block = read_rows(vectors, self.spill) if spill_block is None else spill_block
         self.ids: np.ndarray = ids
         self.vectors = vectors
         self.labels = labels
@@ -290,6 +295,18 @@ class InvertedLists:
             self.affinity[keep],
             self.fence,
         )
+
+
+def read_rows(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``vectors[rows]`` as float32, in memory; from a memory-mapped file by reads of those rows
+    alone: a gather through the mapping maps far more than it reads (this kernel maps the page
+    cache's large folios whole: 3,763 outlier rows, 5.8 MB, mapped 719 MB at 1M)."""
+    if not isinstance(vectors, np.memmap) or vectors.filename is None or not len(rows) or vectors.ndim != 2:
+        return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    width = vectors.shape[1] * vectors.itemsize
+    with open(vectors.filename, "rb", buffering=0) as f:
+        raw = b"".join(os.pread(f.fileno(), width, vectors.offset + int(row) * width) for row in rows)
+    return np.frombuffer(raw, dtype=vectors.dtype).reshape(len(rows), vectors.shape[1]).astype(np.float32)
 
 
 def affinity_of(vectors: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> np.ndarray:

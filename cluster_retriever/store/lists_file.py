@@ -93,7 +93,7 @@ class ListsFile:
             count = len(arrays["ids"])
             if arrays["vectors"].shape != (count, dimension) or len(arrays["labels"]) != count or count != header["count"]:
                 return None
-            damaged = [name for name in ARRAYS if verify and _checksum(arrays[name]) != header["checksums"][name]]
+            damaged = [name for name in ARRAYS if verify and _file_checksum(arrays[name]) != header["checksums"][name]]
             if damaged:
                 logger.warning(
                     "lists file of %r generation %d is damaged (%s); reading Chroma", self.index_name, generation, damaged
@@ -218,6 +218,25 @@ class ListsFile:
 def _checksum(array: np.ndarray) -> int:
     """CRC-32 of an array's bytes (2.5 GB/s here: 0.6 s for the 1.5 GB of vectors at 1M x 384)."""
     return zlib.crc32(np.ascontiguousarray(array).view(np.uint8).data)
+
+
+def _file_checksum(array: np.ndarray) -> int:
+    """``_checksum`` of a mapped array, computed from reads of its file rather than through the
+    mapping: a process's resident memory counts the mapped pages it touched, and the open's
+    check touched every row (at 1M, 1,542 MB mapped before the first query, where queries on
+    the float rows touch only their probed clusters' pages)."""
+    if not isinstance(array, np.memmap) or array.filename is None:  # numpy loads an empty array unmapped
+        return _checksum(array)
+    crc, left, chunk = 0, array.nbytes, bytearray(1 << 24)
+    with Path(str(array.filename)).open("rb", buffering=0) as f:
+        f.seek(int(array.offset))
+        while left:
+            read = f.readinto(memoryview(chunk)[: min(left, len(chunk))])
+            if not read:
+                raise ValueError(f"{array.filename} ends {left} bytes early")
+            crc = zlib.crc32(memoryview(chunk)[:read], crc)
+            left -= read
+    return crc
 
 
 def _sync(out: IO[Any]) -> None:
