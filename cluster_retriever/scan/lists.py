@@ -66,12 +66,11 @@ class InvertedLists:
         """Rows already in cluster order (a lists file): ``vectors`` is not copied (a memory map
         stays mapped), and ``metadatas`` is called on the first filtered query."""
         lists = cls.__new__(cls)
-        affinity = np.asarray(affinity, dtype=np.float32)
-        fence = outlier_fence(affinity) if fence is None else float(fence)
-        spill_block = read_rows(vectors, np.flatnonzero(affinity < fence))
         # A plain ndarray over the same mapped pages: slicing a np.memmap runs Python code
         # (its __getitem__ and __array_finalize__), about 0.6 ms per query over ~250 clusters.
-        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas, affinity, fence, spill_block)
+        # The memory map itself goes along for the outliers' rows to be read from its file.
+        affinity = np.asarray(affinity, dtype=np.float32)
+        lists._setup(centroids, ids, np.asarray(vectors), labels, metadatas, affinity, fence, mapped=vectors)
         return lists
 
     def _setup(
@@ -83,8 +82,9 @@ class InvertedLists:
         metadatas: np.ndarray | Callable[[], Sequence[dict[str, Any]]],
         affinity: np.ndarray,
         fence: float | None,
-        spill_block: np.ndarray | None = None,
+        mapped: np.ndarray | None = None,
     ) -> None:
+        """``mapped``: the memory map ``vectors`` views, if any (``read_rows`` reads its file)."""
         self.centroids = centroids
         self.affinity = affinity  # each row's cosine to its own centroid
         # Rows below it are outliers, always scanned; fixed when the clusters are fitted (see
@@ -97,7 +97,7 @@ class InvertedLists:
         # at 300k where the block takes 0.04 (3,245 outliers, 5 MB; the probed clusters' own
         # scan 0.05 ms). Whether a routed query reads the lists file then depends only on its
         # probed clusters.
-        self._spill_block = read_rows(vectors, self.spill) if spill_block is None else spill_block
+        self._spill_block = read_rows(vectors if mapped is None else mapped, self.spill)
         self.ids: np.ndarray = ids
         self.vectors = vectors
         self.labels = labels
