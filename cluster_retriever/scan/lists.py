@@ -149,6 +149,9 @@ class InvertedLists:
     def positions(self) -> dict[str, int]:
         """Each id's row, made on the first call: a query knows its hits' rows from the scan,
         so only writes, MMR and lookups by id pay for it."""
+        made = self._position
+        if made is not None:  # made once and never changed: no lock for each of many lookups
+            return made
         with self._lazy_lock:
             if self._position is None:
                 self._position = {doc_id: i for i, doc_id in enumerate(self.ids.tolist())}
