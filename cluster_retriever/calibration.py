@@ -65,7 +65,8 @@ CROP_WORDS = 32  # a crop is one sentence, at most this many words of it: about 
 Calibration = dict[str, dict[str, float | list[float]]]
 """depth (as text) -> target (as text) -> budget factors in ``k^(1/3)`` mean-sized clusters, one
 per bin of the query's nearest-centroid similarity, lowest first (a plain number: one bin);
-``"nearest" -> "edges"``: the bins' inner edges."""
+``"nearest" -> "edges"``: the bins' inner edges; ``"nearest" -> "centers"``: the bins' medians, between
+which a query's band (``BAND``) is interpolated by its similarity (a calibration without them: a step per bin)."""
 
 
 def pseudo_query_rows(n: int, seed: int) -> np.ndarray:
@@ -141,7 +142,9 @@ def calibrate(
     bins = [np.flatnonzero(np.searchsorted(edges, nearest_centroid) == b) for b in range(len(edges) + 1)]
     if min(len(rows) for rows in bins) == 0:  # ties at the top: one bin
         edges, bins = edges[:0], [np.arange(len(nearest_centroid))]
-    table: Calibration = {"nearest": {"edges": [round(float(edge), 6) for edge in edges]}}
+    # each bin's median: the band is interpolated between them by the query's own similarity
+    centers = [round(float(np.median(nearest_centroid[rows])), 6) for rows in bins]
+    table: Calibration = {"nearest": {"edges": [round(float(edge), 6) for edge in edges], "centers": centers}}
     if with_crops:  # the calibration measured query-like vectors this far out: route them, not scan
         table["nearest"]["fence"] = min(outlier_fence(nearest_centroid[documents:]), outlier_fence(nearest_centroid[:documents]))
     # how much less similar than the nearest centroid each neighbour's centroid is
@@ -168,16 +171,68 @@ def calibrate(
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    joint.append(_smallest_reaching(partial(recall, band=within[b]), "budget_factor", target, 0.0, ceiling))
+                    per_query = _interpolated(nearest_centroid[rows], centers, within)
+                    joint.append(_smallest_reaching(partial(recall, band=per_query), "budget_factor", target, 0.0, ceiling))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
             # above the others', so the same neighbours lie further below it).
             by_target[str(target)] = np.maximum.accumulate(factors[::-1])[::-1].tolist()
             if bands is not None:  # rounded up: a query's float32 similarities lie within 1e-6 of these
-                bands[str(target)] = (np.ceil(np.asarray(widths) * 1e6) / 1e6).tolist()
+                recalls = [partial(route.recall, min_docs=depth, width=width) for route in routes]
+                raised = _interpolated_bands(recalls, [nearest_centroid[rows] for rows in bins], centers, widths, target)
+                bands[str(target)] = (np.ceil(np.asarray(raised) * 1e6) / 1e6).tolist()
             if beside is not None:
                 beside[str(target)] = joint
     return table
+
+
+def _interpolated(nearest: np.ndarray | float, centers: Sequence[float], values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Per query, the band interpolated linearly between the bins' ``values`` at their
+    ``centers`` by the query's nearest-centroid similarity (the end bins' values beyond them)."""
+    if len(centers) == len(values) > 1:
+        return np.asarray(np.interp(nearest, centers, values), dtype=np.float64)
+    return np.full(np.shape(nearest), float(values[0]))
+
+
+def _interpolated_bands(
+    recalls: Sequence[Callable[..., float]],
+    at: Sequence[np.ndarray],
+    centers: Sequence[float],
+    widths: Sequence[float],
+    target: float,
+) -> list[float]:
+    """The bins' bands raised until, interpolated by each query's own similarity (``at``: each
+    bin's queries'), every bin still reaches ``target`` (``recalls``: each bin's, of a band per
+    query). A step per bin gives every query the need of its bin's average
+    query: at 1M (bench/scale.py) the real queries lay at the low end of their bin, nearer the
+    band of the bin below, and got 0.931 of their top 10 where the bin's pseudo-queries got the
+    target 0.96. Raising one bin's band helps its neighbours' queries too, so a few passes
+    settle it; a band raised alike for every bin always does (it shifts every query's by as
+    much), which ends it if they do not."""
+    values = np.asarray(widths, dtype=np.float64)
+
+    def reached(b: int, band: np.ndarray) -> float:
+        return recalls[b](band=band)
+
+    for _ in range(2 * len(values)):
+        raised = False
+        for b in range(len(values)):
+            if reached(b, _interpolated(at[b], centers, values)) >= target:
+                continue
+
+            def own(band: float, b: int = b) -> float:
+                return reached(b, _interpolated(at[b], centers, np.where(np.arange(len(values)) == b, band, values)))
+
+            ceiling = max(float(values[b]), 1e-4) * 4
+            values[b] = _smallest_reaching(own, "band", target, float(values[b]), ceiling)
+            raised = True
+        if not raised:
+            return [float(value) for value in values]
+
+    def shifted(band: float) -> float:
+        return min(reached(b, _interpolated(at[b], centers, values + band)) for b in range(len(values)))
+
+    return [float(value) for value in values + _smallest_reaching(shifted, "band", target, 0.0, 2.0)]
 
 
 def _find_their_documents(own_ranks: np.ndarray, n: int) -> bool:
@@ -234,11 +289,12 @@ class Routes:
         self.sizes = sizes
         self.n_nonempty = int(np.count_nonzero(sizes))
 
-    def probed(self, budget_factor: float | None = None, band: float | None = None, min_docs: int = 0) -> np.ndarray:
-        """Per query, how many nearest clusters ``route(..., min_docs=, budget_factor=, band=)`` probes."""
+    def probed(self, budget_factor: float | None = None, band: float | np.ndarray | None = None, min_docs: int = 0) -> np.ndarray:
+        """Per query, how many nearest clusters ``route(..., min_docs=, budget_factor=, band=)``
+        probes; ``band`` one for all queries or one per query."""
         length = np.ones(len(self.sorted), dtype=np.int64)
         if band is not None:
-            length = np.count_nonzero(self.sorted >= self.sorted[:, :1] - band, axis=1)
+            length = np.count_nonzero(self.sorted >= self.sorted[:, :1] - np.reshape(band, (-1, 1)), axis=1)
         if budget_factor is not None or band is None:
             budget = default_scan_budget(self.sizes, PROBE_FACTOR if budget_factor is None else budget_factor)
             base = np.minimum(np.count_nonzero(self.held < budget, axis=1) + 1, self.n_nonempty)
@@ -250,7 +306,11 @@ class Routes:
         return probed
 
     def recall(
-        self, budget_factor: float | None = None, band: float | None = None, min_docs: int = 0, width: int | None = None
+        self,
+        budget_factor: float | None = None,
+        band: float | np.ndarray | None = None,
+        min_docs: int = 0,
+        width: int | None = None,
     ) -> float:
         """The share of the (first ``width``) neighbours whose clusters those prefixes hold."""
         return float(np.mean(self.place[:, :width] < self.probed(budget_factor, band, min_docs)[:, None]))
@@ -304,6 +364,11 @@ def band(calibration: Calibration, target: float, nearest: float | None = None) 
 def _stored(calibration: Calibration, key: str, target: float, nearest: float | None) -> float | None:
     edges = calibration.get("nearest", {}).get("edges", [])
     position = bisect_left(edges, nearest) if nearest is not None and isinstance(edges, list) else 0  # every query: no array
+    centers = calibration.get("nearest", {}).get("centers")
+    if key == BAND and isinstance(centers, list) and len(centers) > 1:  # interpolated by the query's similarity
+        values = _values_at(calibration.get(key, {}), target)
+        if isinstance(values, list) and len(values) == len(centers):
+            return float(_interpolated(centers[0] if nearest is None else nearest, centers, values))
     return _factor_at(calibration.get(key, {}), target, position)
 
 
@@ -346,9 +411,14 @@ def calibrated_route(
     return route(similarity, lists.sizes, min_docs=top_k, **rule)
 
 
-def _factor_at(by_target: dict[str, float | list[float]], target: float, position: int) -> float | None:
+def _values_at(by_target: dict[str, float | list[float]], target: float) -> float | list[float] | None:
+    """The stored values of the smallest target at or above ``target``."""
     reaching = sorted((float(t), f) for t, f in by_target.items() if float(t) >= target - 1e-12)
-    if not reaching:
+    return reaching[0][1] if reaching else None
+
+
+def _factor_at(by_target: dict[str, float | list[float]], target: float, position: int) -> float | None:
+    factors = _values_at(by_target, target)
+    if factors is None:
         return None
-    factors = reaching[0][1]
     return factors[min(position, len(factors) - 1)] if isinstance(factors, list) else float(factors)  # format 3: one bin

@@ -324,3 +324,55 @@ def test_the_calibration_measures_what_route_probes():
                 for row, wanted in zip(similarity, neighbours, strict=True)
             ]
             assert routes.recall(factor, width, min_docs) == pytest.approx(np.mean(found))
+
+
+def test_the_band_is_interpolated_between_the_bins_by_the_querys_own_similarity(world):
+    """A query's band follows its nearest-centroid similarity between the bins' medians (a step
+    per bin jumps at the edges), the end bins' beyond them; a calibration stored before the
+    medians keeps its steps."""
+    lists = world[0]
+    table = calibrate(lists, seed=1)
+    centers, edges = table["nearest"]["centers"], table["nearest"]["edges"]
+    values = table[calibration.BAND]["0.95"]
+    assert isinstance(centers, list) and isinstance(edges, list) and isinstance(values, list)
+    assert len(centers) == len(values) == len(edges) + 1 and centers == sorted(centers)
+    for center, value in zip(centers, values, strict=True):
+        assert band(table, 0.95, center) == pytest.approx(value)
+    middle = (centers[1] + centers[2]) / 2
+    assert band(table, 0.95, middle) == pytest.approx((values[1] + values[2]) / 2)
+    assert band(table, 0.95, centers[0] - 0.5) == pytest.approx(values[0])  # beyond the ends: the end bins'
+    assert band(table, 0.95, centers[-1] + 0.5) == pytest.approx(values[-1])
+    assert band(table, 0.95) == pytest.approx(values[0])  # unknown: the furthest bin's
+    for edge in edges:  # continuous where a step jumps
+        assert abs(band(table, 0.95, edge - 1e-6) - band(table, 0.95, edge + 1e-6)) < 1e-4
+    stepped = {**table, "nearest": {"edges": edges}}
+    assert [band(stepped, 0.95, center) for center in centers] == pytest.approx(values)
+    assert band(stepped, 0.95, middle) == pytest.approx(values[2] if middle > edges[1] else values[1])
+
+
+def test_interpolated_bands_reach_the_target_in_every_bin_and_serve_a_bins_far_end():
+    """The 1M bench's miss in miniature: queries need a wider band the further they are from the
+    clusters, and the real ones lie at the far end of their bins. A band per bin serves the
+    bin's average query and misses them; interpolated, every bin still reaches its target on
+    its own queries and the far end gets about it too."""
+    rng = np.random.default_rng(3)
+    similarity = np.sort(rng.uniform(0.2, 1.0, 4000))
+    gaps = rng.exponential(0.1 * (1.2 - similarity)[:, None], (4000, 10))  # each query's neighbours: how far below
+    bins = np.array_split(np.arange(4000), 4)
+    centers = [float(np.median(similarity[rows])) for rows in bins]
+    target = 0.95
+
+    def recall_of(rows: np.ndarray):
+        return lambda band: float(np.mean(gaps[rows] <= np.reshape(band, (-1, 1))))
+
+    steps = [float(np.quantile(gaps[rows], target)) for rows in bins]  # what a band per bin reaches it with
+    raised = calibration._interpolated_bands(
+        [recall_of(rows) for rows in bins], [similarity[rows] for rows in bins], centers, steps, target
+    )
+    assert all(value >= step for value, step in zip(raised, steps, strict=True))
+    for rows in bins:
+        assert target <= recall_of(rows)(np.interp(similarity[rows], centers, raised)) <= target + 0.02
+    far_ends = [rows[: len(rows) // 4] for rows in bins]  # each bin's quarter furthest from the clusters
+    stepped = np.mean([recall_of(rows)(np.full(len(rows), step)) for rows, step in zip(far_ends, steps, strict=True)])
+    interpolated = np.mean([recall_of(rows)(np.interp(similarity[rows], centers, raised)) for rows in far_ends])
+    assert stepped < target - 0.015 and interpolated >= target - 0.01, (stepped, interpolated)
