@@ -143,8 +143,14 @@ def calibrate(
     if min(len(rows) for rows in bins) == 0:  # ties at the top: one bin
         edges, bins = edges[:0], [np.arange(len(nearest_centroid))]
     # each bin's median: the band is interpolated between them by the query's own similarity
+    # (rounded, as the edges, to what does not depend on how the rows lie in memory; medians
+    # within 1e-6 of each other, which only near-identical vectors give, keep the steps)
     centers = [round(float(np.median(nearest_centroid[rows])), 6) for rows in bins]
-    table: Calibration = {"nearest": {"edges": [round(float(edge), 6) for edge in edges], "centers": centers}}
+    table: Calibration = {"nearest": {"edges": [round(float(edge), 6) for edge in edges]}}
+    if len(centers) > 1 and all(np.diff(centers) > 0):
+        table["nearest"]["centers"] = centers
+    else:
+        centers = []
     if with_crops:  # the calibration measured query-like vectors this far out: route them, not scan
         table["nearest"]["fence"] = min(outlier_fence(nearest_centroid[documents:]), outlier_fence(nearest_centroid[:documents]))
     # how much less similar than the nearest centroid each neighbour's centroid is
@@ -171,7 +177,7 @@ def calibrate(
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    per_query = _interpolated(nearest_centroid[rows], centers, within)
+                    per_query = _interpolated(nearest_centroid[rows], centers, within) if centers else within[b]
                     joint.append(_smallest_reaching(partial(recall, band=per_query), "budget_factor", target, 0.0, ceiling))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
@@ -179,7 +185,8 @@ def calibrate(
             by_target[str(target)] = np.maximum.accumulate(factors[::-1])[::-1].tolist()
             if bands is not None:  # rounded up: a query's float32 similarities lie within 1e-6 of these
                 recalls = [partial(route.recall, min_docs=depth, width=width) for route in routes]
-                raised = _interpolated_bands(recalls, [nearest_centroid[rows] for rows in bins], centers, widths, target)
+                at = [nearest_centroid[rows] for rows in bins]
+                raised = _interpolated_bands(recalls, at, centers, widths, target) if centers else widths
                 bands[str(target)] = (np.ceil(np.asarray(raised) * 1e6) / 1e6).tolist()
             if beside is not None:
                 beside[str(target)] = joint
@@ -365,7 +372,7 @@ def _stored(calibration: Calibration, key: str, target: float, nearest: float | 
     edges = calibration.get("nearest", {}).get("edges", [])
     position = bisect_left(edges, nearest) if nearest is not None and isinstance(edges, list) else 0  # every query: no array
     centers = calibration.get("nearest", {}).get("centers")
-    if key == BAND and isinstance(centers, list) and len(centers) > 1:  # interpolated by the query's similarity
+    if key == BAND and isinstance(centers, list) and len(centers) > 1 and all(np.diff(centers) > 0):  # interpolated
         values = _values_at(calibration.get(key, {}), target)
         if isinstance(values, list) and len(values) == len(centers):
             return float(_interpolated(centers[0] if nearest is None else nearest, centers, values))

@@ -348,6 +348,8 @@ def test_the_band_is_interpolated_between_the_bins_by_the_querys_own_similarity(
     stepped = {**table, "nearest": {"edges": edges}}
     assert [band(stepped, 0.95, center) for center in centers] == pytest.approx(values)
     assert band(stepped, 0.95, middle) == pytest.approx(values[2] if middle > edges[1] else values[1])
+    damaged = {**table, "nearest": {"edges": edges, "centers": [centers[0]] * len(centers)}}  # not increasing: steps
+    assert band(damaged, 0.95, middle) == band(stepped, 0.95, middle)
 
 
 def test_interpolated_bands_reach_the_target_in_every_bin_and_serve_a_bins_far_end():
