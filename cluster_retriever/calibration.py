@@ -27,6 +27,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import pairwise
 from typing import TypedDict
 
 import numpy as np
@@ -145,28 +146,28 @@ def calibrate(
     # each bin's median: the band is interpolated between them by the query's own similarity
     # (rounded, as the edges, to what does not depend on how the rows lie in memory; medians
     # within 1e-6 of each other, which only near-identical vectors give, keep the steps)
-    centers = [round(float(np.median(nearest_centroid[rows])), 6) for rows in bins]
+    centers = _increasing([round(float(np.median(nearest_centroid[rows])), 6) for rows in bins]) or []
     table: Calibration = {"nearest": {"edges": [round(float(edge), 6) for edge in edges]}}
-    if len(centers) > 1 and all(np.diff(centers) > 0):
+    if centers:
         table["nearest"]["centers"] = centers
-    else:
-        centers = []
     if with_crops:  # the calibration measured query-like vectors this far out: route them, not scan
         table["nearest"]["fence"] = min(outlier_fence(nearest_centroid[documents:]), outlier_fence(nearest_centroid[:documents]))
     # how much less similar than the nearest centroid each neighbour's centroid is
     gaps = nearest_centroid[:, None] - np.take_along_axis(similarity, clusters, axis=1)
     routes = [Routes(similarity[rows], lists.sizes, clusters[rows]) for rows in bins]
+    at = [nearest_centroid[rows] for rows in bins]  # each bin's queries' similarities, for the interpolation
     for depth in DEPTHS:
         width = min(depth, depth_max)
         by_target = table[str(depth)] = {}
         bands = table.setdefault(BAND, {}) if depth == 10 else None
         beside = table.setdefault(BUDGET_BESIDE_BAND, {}) if depth == 100 else None
+        recalls = [partial(route.recall, min_docs=depth, width=width) for route in routes]
         for target in TARGETS:
             factors, widths, joint = [], [], []
             for b, rows in enumerate(bins):
                 # Scanning nearest clusters up to this budget alone reaches the target; route's
                 # boundary clusters reach it on less: the smallest factor at which they do.
-                recall = partial(routes[b].recall, min_docs=depth, width=width)
+                recall = recalls[b]
                 ceiling = _smallest_budget(routes[b].before[:, :width], target) / unit
                 # a budget alone reaches the target on no less than a quarter of what its nearest clusters need
                 factors.append(_smallest_reaching(recall, "budget_factor", target, 0.25 * ceiling, ceiling))
@@ -177,15 +178,13 @@ def calibrate(
                 if beside is not None:  # deeper: the budget that, with the band of depth 10, reaches it
                     within = table[BAND][str(target)]
                     assert isinstance(within, list)
-                    per_query = _interpolated(nearest_centroid[rows], centers, within) if centers else within[b]
+                    per_query = _interpolated(at[b], centers, within) if centers else within[b]
                     joint.append(_smallest_reaching(partial(recall, band=per_query), "budget_factor", target, 0.0, ceiling))
             # A query further from every cluster never gets a smaller budget than a nearer one
             # (a band is not monotone so: deep inside a cluster, its centroid stands further
             # above the others', so the same neighbours lie further below it).
             by_target[str(target)] = np.maximum.accumulate(factors[::-1])[::-1].tolist()
             if bands is not None:  # rounded up: a query's float32 similarities lie within 1e-6 of these
-                recalls = [partial(route.recall, min_docs=depth, width=width) for route in routes]
-                at = [nearest_centroid[rows] for rows in bins]
                 raised = _interpolated_bands(recalls, at, centers, widths, target) if centers else widths
                 bands[str(target)] = (np.ceil(np.asarray(raised) * 1e6) / 1e6).tolist()
             if beside is not None:
@@ -193,12 +192,19 @@ def calibrate(
     return table
 
 
+def _increasing(centers: object) -> list[float] | None:
+    """``centers`` when they are medians interpolation can run between (two or more, strictly
+    increasing), else None: a calibration without them routes by a step per bin."""
+    if isinstance(centers, list) and len(centers) > 1 and all(a < b for a, b in pairwise(centers)):
+        return centers
+    return None
+
+
 def _interpolated(nearest: np.ndarray | float, centers: Sequence[float], values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Per query, the band interpolated linearly between the bins' ``values`` at their
-    ``centers`` by the query's nearest-centroid similarity (the end bins' values beyond them)."""
-    if len(centers) == len(values) > 1:
-        return np.asarray(np.interp(nearest, centers, values), dtype=np.float64)
-    return np.full(np.shape(nearest), float(values[0]))
+    ``centers`` (``_increasing``) by the query's nearest-centroid similarity (the end bins'
+    values beyond them)."""
+    return np.asarray(np.interp(nearest, centers, values), dtype=np.float64)
 
 
 def _interpolated_bands(
@@ -371,8 +377,8 @@ def band(calibration: Calibration, target: float, nearest: float | None = None) 
 def _stored(calibration: Calibration, key: str, target: float, nearest: float | None) -> float | None:
     edges = calibration.get("nearest", {}).get("edges", [])
     position = bisect_left(edges, nearest) if nearest is not None and isinstance(edges, list) else 0  # every query: no array
-    centers = calibration.get("nearest", {}).get("centers")
-    if key == BAND and isinstance(centers, list) and len(centers) > 1 and all(np.diff(centers) > 0):  # interpolated
+    centers = _increasing(calibration.get("nearest", {}).get("centers"))
+    if key == BAND and centers is not None:  # interpolated by the query's similarity
         values = _values_at(calibration.get(key, {}), target)
         if isinstance(values, list) and len(values) == len(centers):
             return float(_interpolated(centers[0] if nearest is None else nearest, centers, values))
