@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.errors import IndexCorruptedError, StoreOutOfSyncError
+from cluster_retriever.store.chroma_file import ChromaFile
 from cluster_retriever.store.clients import GENERATION_KINDS, ClientAPI, is_in_memory, is_missing_collection
 from cluster_retriever.store.manifest import Manifest, ManifestLog
 from cluster_retriever.store.memory import release_freed_heap
@@ -59,6 +60,7 @@ class ChromaStore:
         self.name = name
         self.manifests = ManifestLog(client, name)
         self._open: dict[str, Any] = {}
+        self._files: dict[str, ChromaFile | None] = {}  # by collection id
 
     def location(self) -> tuple[str, Path | None]:
         """A key naming this database (its folder, or the server URL), and the folder when embedded."""
@@ -224,11 +226,23 @@ class ChromaStore:
 
     def fetch(self, data: str, ids: Sequence[str], documents: bool = True) -> dict[str, tuple[str, dict[str, Any]]]:
         """Documents (``""`` when not asked for) and metadata by id, in one read (Chroma does not
-        keep the request order)."""
+        keep the request order): from an embedded Chroma's file where it is current
+        (``chroma_file``: 0.10 against 0.66 ms for ten records), else through Chroma."""
+        file = self._file(data)
+        found_in_file = file.records(ids, documents) if file is not None else None
+        if found_in_file is not None:
+            return found_in_file
         include = ["documents", "metadatas"] if documents else ["metadatas"]
         found = self._call(data, lambda c: c.get(ids=list(ids), include=include))
         texts = found["documents"] if documents else [""] * len(found["ids"])
         return {i: (d or "", m or {}) for i, d, m in zip(found["ids"], texts, found["metadatas"], strict=True)}
+
+    def _file(self, data: str) -> ChromaFile | None:
+        """The direct reader of collection ``data``'s records (None: read through Chroma)."""
+        collection_id = str(self._collection(data).id)
+        if collection_id not in self._files:
+            self._files[collection_id] = ChromaFile.open(self.location()[1], collection_id)
+        return self._files[collection_id]
 
     def fetch_vectors(self, data: str, ids: Sequence[str]) -> dict[str, Any]:
         """Ids, embeddings and metadatas of the given records."""
