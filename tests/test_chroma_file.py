@@ -5,6 +5,7 @@ unknown layout, clients without a file)."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_direct_reads_give_exactly_what_chromas_get_gives(folder):
     many = [f"m{i}" for i in range(1200)]  # more ids than one statement binds
     collection.add(ids=many, embeddings=np.random.default_rng(1).random((1200, 3)).tolist(), documents=many)
     assert file.records(many + ids) == chromas_get(collection, many + ids)
+    assert file.count() == collection.count() == 1203
+    assert ChromaStore(client, "idx").count("records") == 1203
 
 
 def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_cannot_vouch(folder, monkeypatch):
@@ -92,7 +95,7 @@ def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_can
             (str(collection.id),),
         ).fetchone()
         raw.execute("UPDATE max_seq_id SET seq_id = ? WHERE segment_id = ?", (applied - 1, segment))
-    assert real(["a"]) is None
+    assert real(["a"]) is None and file.count() is None and store.count("records") == collection.count()
     with sqlite3.connect(path / "chroma.sqlite3") as raw:
         raw.execute("UPDATE max_seq_id SET seq_id = ? WHERE segment_id = ?", (applied, segment))
     assert real(["a"]) == chromas_get(collection, ["a"])
@@ -101,15 +104,16 @@ def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_can
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("UPDATE collections SET name = name")
     assert Path(f"{path / 'chroma.sqlite3'}-journal").exists()
-    assert real(["a"]) is None and store.fetch("records", ["b"]) == chromas_get(collection, ["b"])
+    assert real(["a"]) is None and file.count() is None
+    assert store.fetch("records", ["b"]) == chromas_get(collection, ["b"])
     writer.execute("ROLLBACK")
     writer.close()
     assert real(["a"]) == chromas_get(collection, ["a"])
 
-    read = ChromaFile._read  # a commit that lands while the rows are read: the change counter moves
-    monkeypatch.setattr(ChromaFile, "_read", lambda *a: (read(*a), collection.update(ids=["d"], metadatas=[{"n": 1}]))[0])
+    read = ChromaFile._records  # a commit that lands while the rows are read: the change counter moves
+    monkeypatch.setattr(ChromaFile, "_records", lambda *a: (read(*a), collection.update(ids=["d"], metadatas=[{"n": 1}]))[0])
     assert real(["a"]) is None
-    monkeypatch.setattr(ChromaFile, "_read", read)
+    monkeypatch.setattr(ChromaFile, "_records", read)
     assert real(["a", "d"]) == chromas_get(collection, ["a", "d"])
 
 
@@ -123,6 +127,20 @@ def test_clients_without_a_known_file_read_through_chroma(tmp_path):
         raw.execute("CREATE TABLE embeddings (id INTEGER PRIMARY KEY, vector BLOB)")
     assert ChromaFile.open(other, "0" * 36) is None  # another layout
     assert ChromaFile.open(tmp_path / "nowhere", "0" * 36) is None
+
+
+def test_a_file_in_wal_mode_reads_through_chroma(folder, tmp_path):
+    """WAL commits do not bump the change counter the unlocked read is checked by."""
+    path, _, collection = folder
+    copy = tmp_path / "wal"
+    copy.mkdir()
+    shutil.copy(path / "chroma.sqlite3", copy / "chroma.sqlite3")
+    file = ChromaFile.open(copy, str(collection.id))
+    assert file is not None and file.records(["a"]) == chromas_get(collection, ["a"])
+    raw = sqlite3.connect(copy / "chroma.sqlite3")
+    assert raw.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    assert file.records(["a"]) is None
+    raw.close()
 
 
 MOVE = """

@@ -273,7 +273,11 @@ class ChromaStore:
         self._call(data, lambda c: c.delete(ids=list(ids)))
 
     def count(self, data: str) -> int:
-        return int(self._call(data, lambda c: c.count()))
+        """Records in ``data``: from an embedded Chroma's file where it is current (Chroma's own
+        first count loads the collection's vector index, ``chroma_file``), else through Chroma."""
+        file = self._file(data)
+        counted = file.count() if file is not None else None
+        return counted if counted is not None else int(self._call(data, lambda c: c.count()))
 
     # -- assignments ----------------------------------------------------------------------
     def write_assignments(

@@ -7,7 +7,7 @@ path (docs/benchmarks.md, "Scale").
 
 Never less fresh than Chroma: each read first checks that the collection's metadata segment
 has applied every entry of Chroma's write-ahead log for it (``max_seq_id`` against
-``embeddings_queue``); Chroma 1.x applies each write to that segment before acknowledging it,
+``embeddings_queue``); Chroma 1.5 applies each write to that segment before acknowledging it,
 so this holds after every write, by any process.
 
 Never in Chroma's way: Chroma links its own copy of SQLite, and POSIX file locks belong to
@@ -29,10 +29,10 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ _COLUMNS = {
 _ARRAYS = "embedding_metadata_array"
 
 Records = dict[str, tuple[str, dict[str, Any]]]
+_T = TypeVar("_T")
 
 
 class ChromaFile:
@@ -84,6 +85,18 @@ class ChromaFile:
     def records(self, ids: Sequence[str], documents: bool = True) -> Records | None:
         """Document (``""`` when absent or not asked for) and metadata of each id found, as
         ``collection.get`` gives them; None when this read cannot vouch for being current."""
+        return self._vouched(lambda connection, segment: self._records(connection, segment, list(ids), documents))
+
+    def count(self) -> int | None:
+        """The number of records, as ``collection.count()`` gives it (None: ask Chroma). Chroma's
+        own first count in a process loads the collection's vector index: at 1M, 2.3 s and
+        +1,981 MB; this reads the segment's index of ids (37 ms)."""
+        statement = "SELECT count(*) FROM embeddings WHERE segment_id = ?"
+        return self._vouched(lambda connection, segment: int(connection.execute(statement, (segment,)).fetchone()[0]))
+
+    def _vouched(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> _T | None:
+        """``read(connection, segment id)`` in one read transaction, kept only when the segment
+        is current and no write overlapped it (see the module's docstring)."""
         file = _File.of(self.path)
         before = file.version()
         if before is None:
@@ -92,7 +105,8 @@ class ChromaFile:
             with file.connection() as connection:
                 connection.execute("BEGIN")
                 try:
-                    found = self._read(connection, list(ids), documents)
+                    segment = self._current_segment(connection)
+                    found = None if segment is None else read(connection, segment)
                 finally:
                     connection.execute("COMMIT")
         except sqlite3.Error as exc:  # a hot journal (a writer committing), a page torn by one
@@ -100,7 +114,8 @@ class ChromaFile:
             return None
         return found if file.version() == before else None
 
-    def _read(self, connection: sqlite3.Connection, ids: list[str], documents: bool) -> Records | None:
+    def _current_segment(self, connection: sqlite3.Connection) -> str | None:
+        """The collection's metadata segment, when it has applied every write Chroma logged for it."""
         segment = connection.execute(
             "SELECT s.id, m.seq_id FROM segments s LEFT JOIN max_seq_id m ON m.segment_id = s.id "
             "WHERE s.collection = ? AND s.scope = 'METADATA'",
@@ -113,8 +128,9 @@ class ChromaFile:
             "SELECT 1 FROM embeddings_queue WHERE seq_id > ? AND substr(topic, -36) = ? LIMIT 1",
             (applied, self.collection_id),
         ).fetchone()
-        if behind is not None:
-            return None  # writes logged but not yet in the segment: Chroma's get merges them
+        return None if behind is not None else str(segment_id)  # behind: Chroma's get merges the log
+
+    def _records(self, connection: sqlite3.Connection, segment_id: str, ids: list[str], documents: bool) -> Records | None:
         skip = "" if documents else f" AND m.key != '{DOCUMENT_KEY}'"
         found: Records = {}
         for start in range(0, len(ids), _CHUNK):
