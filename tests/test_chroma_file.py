@@ -141,6 +141,8 @@ def test_a_file_in_wal_mode_reads_through_chroma(folder, tmp_path):
     assert raw.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
     assert file.records(["a"]) is None
     raw.close()
+    (copy / "chroma.sqlite3").rename(copy / "moved.sqlite3")  # the file gone: through Chroma, no error
+    assert file.records(["a"]) is None and file.count() is None
 
 
 MOVE = """

@@ -68,17 +68,17 @@ class ChromaFile:
         if folder is None or not (folder / "chroma.sqlite3").is_file():
             return None
         path = (folder / "chroma.sqlite3").resolve()
-        file = _File.of(path)
         try:
+            file = _File.of(path)
             with file.connection() as connection:
                 tables = {
                     name: {row[1] for row in connection.execute(f"PRAGMA table_info({name})")} for name in [*_COLUMNS, _ARRAYS]
                 }
-        except sqlite3.Error as exc:
-            logger.debug("Chroma's file %s is not readable directly (%s): reading through Chroma.", file.path, exc)
+        except (sqlite3.Error, OSError) as exc:
+            logger.debug("Chroma's file %s is not readable directly (%s): reading through Chroma.", path, exc)
             return None
         if any(not columns <= tables[name] for name, columns in _COLUMNS.items()):
-            logger.debug("Chroma's file %s has another layout: reading through Chroma.", file.path)
+            logger.debug("Chroma's file %s has another layout: reading through Chroma.", path)
             return None
         return cls(path, collection_id, arrays=bool(tables[_ARRAYS]))
 
@@ -97,11 +97,11 @@ class ChromaFile:
     def _vouched(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> _T | None:
         """``read(connection, segment id)`` in one read transaction, kept only when the segment
         is current and no write overlapped it (see the module's docstring)."""
-        file = _File.of(self.path)
-        before = file.version()
-        if before is None:
-            return None
         try:
+            file = _File.of(self.path)
+            before = file.version()
+            if before is None:
+                return None
             with file.connection() as connection:
                 connection.execute("BEGIN")
                 try:
@@ -109,10 +109,10 @@ class ChromaFile:
                     found = None if segment is None else read(connection, segment)
                 finally:
                     connection.execute("COMMIT")
-        except sqlite3.Error as exc:  # a hot journal (a writer committing), a page torn by one
+            return found if file.version() == before else None
+        except (sqlite3.Error, OSError) as exc:  # a hot journal (a writer committing), a page torn by one, the file gone
             logger.debug("Direct read of %s failed (%s): reading through Chroma.", self.path, exc)
             return None
-        return found if file.version() == before else None
 
     def _current_segment(self, connection: sqlite3.Connection) -> str | None:
         """The collection's metadata segment, when it has applied every write Chroma logged for it."""
