@@ -5,6 +5,7 @@ unknown layout, clients without a file)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -127,6 +128,14 @@ def test_clients_without_a_known_file_read_through_chroma(tmp_path):
         raw.execute("CREATE TABLE embeddings (id INTEGER PRIMARY KEY, vector BLOB)")
     assert ChromaFile.open(other, "0" * 36) is None  # another layout
     assert ChromaFile.open(tmp_path / "nowhere", "0" * 36) is None
+
+
+def test_windows_reads_through_chroma(folder, monkeypatch):
+    path, _, collection = folder
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "name", "nt")
+        unreadable = ChromaFile.open(path, str(collection.id))
+    assert unreadable is None and ChromaFile.open(path, str(collection.id)) is not None
 
 
 def test_a_file_in_wal_mode_reads_through_chroma(folder, tmp_path):

@@ -20,7 +20,8 @@ same before and after, and no rollback journal existed at either moment (a commi
 file only while its journal exists, and bumps the counter). When a check fails, the file's
 layout or journal mode is not the one known here, the records carry list-valued metadata, or
 SQLite reports an error, ``records`` answers ``None`` and the caller reads through Chroma.
-Only embedded persistent clients have a file; in-memory and HTTP clients read through Chroma.
+Only embedded persistent clients on POSIX systems read the file; in-memory and HTTP clients,
+and Windows, read through Chroma.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class ChromaFile:
     def open(cls, folder: Path | None, collection_id: str) -> ChromaFile | None:
         """The reader of collection ``collection_id`` in an embedded Chroma's ``folder``, or
         None where there is no file or its layout is not the one known here."""
-        if folder is None or not (folder / "chroma.sqlite3").is_file():
-            return None
+        if os.name != "posix" or folder is None or not (folder / "chroma.sqlite3").is_file():
+            return None  # the checks here are POSIX's (locks per process, ``pread``)
         path = (folder / "chroma.sqlite3").resolve()
         try:
             file = _File.of(path)
