@@ -192,15 +192,17 @@ def test_a_tenant_change_written_by_another_process_is_excluded_by_the_next_filt
         assert all(n.metadata["tenant"] == "acme" for n in result.nodes)
 
 
-REWRITE = """
-import sys, chromadb, numpy as np
-collection = chromadb.PersistentClient(path=sys.argv[1]).get_collection("records")
-rng = np.random.default_rng(int(sys.argv[2]))
-for i in range(int(sys.argv[3])):
+def rewrite(path: str, writes: int) -> None:
+    """Chroma rewrites 40 records ``writes`` times, each write giving them all the same ``t``
+    and ``u`` and a text made of ``t`` (run in a thread of the test, or in another process)."""
+    collection = chromadb.PersistentClient(path=path).get_collection("records")
+    rng = np.random.default_rng(1)
     ids = [f"r{j}" for j in range(40)]
-    collection.upsert(ids=ids, embeddings=rng.random((40, 3)).tolist(), documents=[f"v{i}" * 50] * 40,
-                      metadatas=[{"t": i, "u": i, "pad": "x" * 300}] * 40)
-"""
+    for i in range(writes):
+        metadata = {"t": i, "u": i, "pad": "x" * 300}
+        collection.upsert(
+            ids=ids, embeddings=rng.random((40, 3)).tolist(), documents=[f"v{i}" * 50] * 40, metadatas=[metadata] * 40
+        )
 
 
 @pytest.mark.faults
@@ -217,12 +219,7 @@ def test_reads_racing_chromas_own_writes_are_whole_or_refused_and_never_hurt_the
 
         def write() -> None:
             try:
-                exec(
-                    REWRITE.replace("sys.argv[1]", repr(str(path)))
-                    .replace("int(sys.argv[2])", "1")
-                    .replace("int(sys.argv[3])", str(writes)),
-                    {},
-                )
+                rewrite(str(path), writes)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -231,7 +228,10 @@ def test_reads_racing_chromas_own_writes_are_whole_or_refused_and_never_hurt_the
         running = thread.is_alive
     else:
         process = subprocess.Popen(
-            [sys.executable, "-c", REWRITE, str(path), "1", str(writes)], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", f"from tests.test_chroma_file import rewrite; rewrite({str(path)!r}, {writes})"],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         running = lambda: process.poll() is None  # noqa: E731
     kept = refused = 0

@@ -193,12 +193,16 @@ class _File:
         again at the same path, gets a new one)."""
         key = (os.getpid(), path)
         file = cls._open.get(key)
-        if file is None or file.inode != os.stat(path).st_ino:
-            with cls._lock:
-                if key in cls._open:
-                    cls._replaced.append(cls._open[key])
-                file = cls._open[key] = cls(path)
-        return file
+        if file is not None and file.inode == os.stat(path).st_ino:
+            return file
+        with cls._lock:  # checked again: another thread may have opened it meanwhile
+            file = cls._open.get(key)
+            if file is not None and file.inode == os.stat(path).st_ino:
+                return file
+            if file is not None:
+                cls._replaced.append(file)
+            file = cls._open[key] = cls(path)
+            return file
 
     def version(self) -> bytes | None:
         """The file's change counter, or None while a rollback journal exists (a write in
