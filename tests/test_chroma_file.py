@@ -16,10 +16,11 @@ from pathlib import Path
 import chromadb
 import numpy as np
 import pytest
+from llama_index.core import Document
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
-from cluster_retriever import ClusterVectorStore, SearchParams
+from cluster_retriever import ClusterIndex, ClusterVectorStore, SearchParams
 from cluster_retriever.store.chroma import ChromaStore
 from cluster_retriever.store.chroma_file import ChromaFile
 
@@ -73,6 +74,22 @@ def test_direct_reads_give_exactly_what_chromas_get_gives(folder):
     assert file.records(many + ids) == chromas_get(collection, many + ids)
     assert file.count() == collection.count() == 1203
     assert ChromaStore(client, "idx").count("records") == 1203
+
+
+def test_the_count_is_read_again_only_when_the_file_changed_and_then_follows_every_write(folder, monkeypatch):
+    path, client, collection = folder
+    file = ChromaFile.open(path, str(collection.id))
+    reads = []
+    real = file._vouched_at
+    monkeypatch.setattr(file, "_vouched_at", lambda read: reads.append(1) or real(read))
+    assert [file.count() for _ in range(5)] == [4] * 5 and len(reads) == 1  # the file unchanged: no statement run
+    other = chromadb.PersistentClient(path=str(path)).get_collection("records")  # the app's other handle writes
+    other.add(ids=["e"], embeddings=[[0.1, 0.2, 0.3]])
+    assert file.count() == collection.count() == 5 and len(reads) == 2
+    other.delete(ids=["a", "b"])
+    assert file.count() == 3 and file.count() == 3 and len(reads) == 3
+    other.update(ids=["c"], metadatas=[{"x": 2}])  # a write that keeps the count still reads it again
+    assert file.count() == 3 and len(reads) == 4
 
 
 def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_cannot_vouch(folder, monkeypatch):
@@ -253,3 +270,31 @@ def test_reads_racing_chromas_own_writes_are_whole_or_refused_and_never_hurt_the
     assert collection.count() == 44 and file.records(["r0"])["r0"][1]["t"] == writes - 1
     check = sqlite3.connect(f"{(path / 'chroma.sqlite3').as_uri()}?mode=ro", uri=True)
     assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize("kind", ["persistent", "in-memory"])
+def test_a_querys_staleness_check_reads_nothing_while_the_file_is_unchanged_and_sees_the_apps_next_write(
+    kind, tmp_path, monkeypatch
+):
+    client = chromadb.PersistentClient(path=str(tmp_path / "db")) if kind == "persistent" else chromadb.EphemeralClient()
+    docs = [Document(id_=f"d{i}", text=text_of(i), metadata={"tenant": "acme"}) for i in range(60)]
+    index = ClusterIndex.build(docs, client=client, name=f"fresh-{kind}", embed_model=HashEmbedding(), show_progress=False)
+    live = index._live
+    reads = []
+    real = live.store.manifests.read
+    monkeypatch.setattr(live.store.manifests, "read", lambda: reads.append(1) or real())
+    for _ in range(4):
+        live.refresh_if_moved()
+    # embedded: the first check reads, the rest find the file unchanged; in memory: every check reads
+    assert len(reads) == (1 if kind == "persistent" else 4)
+
+    app = client.get_collection(index.manifest.data_collection)  # the app's own write, outside the library
+    app.add(ids=["app-1"], embeddings=index.lists.vectors[:1].tolist(), documents=["written by the app"])
+    before = len(reads)
+    live.refresh_if_moved()
+    assert len(reads) > before and "app-1" in list(index.lists.ids)
+    live.refresh_if_moved()  # the first check after the sync reads; embedded, the next ones do not
+    after = len(reads)
+    live.refresh_if_moved()
+    assert len(reads) == (after if kind == "persistent" else after + 1)
+    index.close()

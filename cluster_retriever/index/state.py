@@ -76,6 +76,8 @@ class LiveState:
         self.checked_at = time.monotonic()
         self._unreadable: tuple[int, int] | None = None  # (version, count) a refresh could not read
         self._warned_unreadable = False
+        # the store's change token when a check last found the snapshot in line (reset by a switch)
+        self._unmoved_at: object | None = None
         self.watch = QueryWatch(store.name)
 
     def switch(self, snapshot: Snapshot, retire: bool = True) -> None:
@@ -84,6 +86,7 @@ class LiveState:
         old = self.snapshot.manifest
         self.snapshot = snapshot
         self.checked_at = time.monotonic()
+        self._unmoved_at = None
         if retire and snapshot.manifest.generation != old.generation and old.generation > 0:
             self.readers.retire(old.generation)
 
@@ -105,17 +108,25 @@ class LiveState:
         return True
 
     def refresh_if_moved(self, retry_unreadable: bool = True) -> None:
-        """The cheap check: one manifest read and one count; a sync only when either moved (a
-        balanced add and delete made outside the library waits for ``refresh()``).
+        """The cheap check: nothing when an embedded store's file is unchanged since the last
+        check found the snapshot in line (its change counter, ``chroma_file``), else one manifest
+        read and one count; a sync only when either moved (a balanced add and delete made
+        outside the library waits for ``refresh()``).
         ``retry_unreadable=False`` skips a sync that already failed on this very state."""
         self.checked_at = time.monotonic()
         state = self.snapshot
+        token = self.store.change_token()  # read first: a write after it moves it again
+        if token is not None and token == self._unmoved_at:
+            return  # an embedded store's file unchanged since a check found this snapshot in line
         manifest = self.store.manifests.read()
         if manifest is None:
             self.sync(compare_metadata=False)
             return
         seen = (manifest.version, self.store.count(manifest.data_collection))
-        if seen == (state.manifest.version, len(state.lists)) or (not retry_unreadable and seen == self._unreadable):
+        if seen == (state.manifest.version, len(state.lists)):
+            self._unmoved_at = token if state is self.snapshot else None
+            return
+        if not retry_unreadable and seen == self._unreadable:
             return
         try:
             self.sync(compare_metadata=False)

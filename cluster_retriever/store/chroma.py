@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cluster_retriever.errors import IndexCorruptedError, StoreOutOfSyncError
-from cluster_retriever.store.chroma_file import ChromaFile
+from cluster_retriever.store.chroma_file import ChromaFile, file_state
 from cluster_retriever.store.clients import GENERATION_KINDS, ClientAPI, is_in_memory, is_missing_collection
 from cluster_retriever.store.manifest import Manifest, ManifestLog
 from cluster_retriever.store.memory import release_freed_heap
@@ -271,6 +271,12 @@ class ChromaStore:
 
     def delete_records(self, data: str, ids: Sequence[str]) -> None:
         self._call(data, lambda c: c.delete(ids=list(ids)))
+
+    def change_token(self) -> object | None:
+        """A value that stays equal while nothing in an embedded Chroma's file changed, written
+        by any process or client (None: cannot be told; in-memory and HTTP clients, WAL mode)."""
+        folder = self.location()[1]
+        return None if folder is None else file_state((folder / "chroma.sqlite3").resolve())
 
     def count(self, data: str) -> int:
         """Records in ``data``: from an embedded Chroma's file where it is current (Chroma's own

@@ -61,6 +61,7 @@ class ChromaFile:
         self.path = path
         self.collection_id = collection_id
         self._arrays = arrays
+        self._counted: tuple[tuple[int, bytes], int] | None = None  # ((inode, change counter), count)
 
     @classmethod
     def open(cls, folder: Path | None, collection_id: str) -> ChromaFile | None:
@@ -91,13 +92,27 @@ class ChromaFile:
     def count(self) -> int | None:
         """The number of records, as ``collection.count()`` gives it (None: ask Chroma). Chroma's
         own first count in a process loads the collection's vector index: at 1M, 2.3 s and
-        +1,981 MB; this reads the segment's index of ids (37 ms)."""
+        +1,981 MB; this reads the segment's index of ids (37 ms), and only when the file changed
+        since the last count (its change counter moved): a query's staleness check is then one
+        4-byte read."""
+        counted = self._counted
+        if counted is not None and counted[0] == file_state(self.path):
+            return counted[1]
         statement = "SELECT count(*) FROM embeddings WHERE segment_id = ?"
-        return self._vouched(lambda connection, segment: int(connection.execute(statement, (segment,)).fetchone()[0]))
+        read = self._vouched_at(lambda connection, segment: int(connection.execute(statement, (segment,)).fetchone()[0]))
+        if read is None:
+            return None
+        self._counted = read
+        return read[1]
 
     def _vouched(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> _T | None:
+        vouched = self._vouched_at(read)
+        return None if vouched is None else vouched[1]
+
+    def _vouched_at(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> tuple[tuple[int, bytes], _T] | None:
         """``read(connection, segment id)`` in one read transaction, kept only when the segment
-        is current and no write overlapped it (see the module's docstring)."""
+        is current and no write overlapped it (see the module's docstring); with the file's
+        inode and change counter it was read at."""
         try:
             file = _File.of(self.path)
             before = file.version()
@@ -110,7 +125,9 @@ class ChromaFile:
                     found = None if segment is None else read(connection, segment)
                 finally:
                     connection.execute("COMMIT")
-            return found if file.version() == before else None
+            if found is None or file.version() != before:
+                return None
+            return (file.inode, before), found
         except (sqlite3.Error, OSError) as exc:  # a hot journal (a writer committing), a page torn by one, the file gone
             logger.debug("Direct read of %s failed (%s): reading through Chroma.", self.path, exc)
             return None
@@ -167,6 +184,20 @@ class ChromaFile:
                 elif boolean is not None:
                     metadata[key] = bool(boolean)
         return found
+
+
+def file_state(path: Path) -> tuple[int, bytes] | None:
+    """(inode, change counter) of the SQLite file at ``path``: the same while nothing in the file
+    changed; None where that cannot be told (no such file, a write in progress, WAL mode,
+    not POSIX)."""
+    if os.name != "posix":
+        return None
+    try:
+        file = _File.of(path)
+        version = file.version()
+    except OSError:
+        return None
+    return None if version is None else (file.inode, version)
 
 
 class _File:
