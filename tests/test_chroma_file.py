@@ -74,6 +74,10 @@ def test_direct_reads_give_exactly_what_chromas_get_gives(folder):
     assert file.records(many + ids) == chromas_get(collection, many + ids)
     assert file.count() == collection.count() == 1203
     assert ChromaStore(client, "idx").count("records") == 1203
+    for include in ([], ["metadatas"], ["documents"], ["documents", "metadatas"]):  # every record, Chroma's order
+        page = file.everything("documents" in include, "metadatas" in include)
+        assert page == {key: value for key, value in collection.get(include=include).items() if key in ["ids", *include]}
+        assert list(ChromaStore(client, "idx").iter_data("records", include)) == [page]
 
 
 def test_the_count_is_read_again_only_when_the_file_changed_and_then_follows_every_write(folder, monkeypatch):
@@ -105,6 +109,8 @@ def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_can
     collection.add(ids=["listy"], embeddings=[[0.1, 0.2, 0.3]], metadatas=[{"tags": [3, 1, 2]}])
     assert store.fetch("records", ["listy", "a"]) == chromas_get(collection, ["listy", "a"])  # Chroma orders lists
     assert calls[-1] is None and store.fetch("records", ["listy"])["listy"][1]["tags"] == [3, 1, 2]
+    assert file.everything(documents=False, metadatas=True) is None  # the whole read falls back too
+    assert list(store.iter_data("records", ["metadatas"])) == [collection.get(include=["metadatas"])]
 
     with sqlite3.connect(path / "chroma.sqlite3") as raw:  # the segment behind the log: a write not yet applied
         (segment, applied) = raw.execute(

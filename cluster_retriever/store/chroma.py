@@ -178,7 +178,13 @@ class ChromaStore:
 
     # -- the one pager and the one batcher -------------------------------------------------
     def iter_data(self, name: str, include: list[str]) -> Iterator[dict[str, Any]]:
-        """Pages of collection ``name`` (of this index) with the fields in ``include``."""
+        """Pages of collection ``name`` (of this index) with the fields in ``include``: without
+        embeddings, one page from an embedded Chroma's file where it is current (``chroma_file``),
+        else through Chroma."""
+        file = None if "embeddings" in include else self._file(name)
+        page = file.everything("documents" in include, "metadatas" in include) if file is not None else None
+        if page is not None:
+            return iter([page] if page["ids"] else [])
         return pages(lambda **page: self._call(name, lambda c: c.get(**page)), include)
 
     def _upsert(self, name: str, count: int, batch: Callable[[int, int], dict[str, Any]]) -> None:

@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +88,13 @@ class ChromaFile:
         """Document (``""`` when absent or not asked for) and metadata of each id found, as
         ``collection.get`` gives them; None when this read cannot vouch for being current."""
         return self._vouched(lambda connection, segment: self._records(connection, segment, list(ids), documents))
+
+    def everything(self, documents: bool, metadatas: bool) -> dict[str, list[Any]] | None:
+        """Every record's id, with its document and/or metadata, in Chroma's order: what
+        ``collection.get(include=...)`` gives, in one page (None: ask Chroma). At 100k: ids
+        0.11 s against Chroma's 0.53 s, ids and metadata (7 keys) 1.1-1.3 s against 2.8 s; and
+        Chroma's first get in a process also loads the collection's vector index."""
+        return self._vouched(lambda connection, segment: self._everything(connection, segment, documents, metadatas))
 
     def count(self) -> int | None:
         """The number of records, as ``collection.count()`` gives it (None: ask Chroma). Chroma's
@@ -150,40 +157,77 @@ class ChromaFile:
 
     def _records(self, connection: sqlite3.Connection, segment_id: str, ids: list[str], documents: bool) -> Records | None:
         skip = "" if documents else f" AND m.key != '{DOCUMENT_KEY}'"
-        found: Records = {}
+        found: dict[str, tuple[str | None, dict[str, Any]]] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            if (
-                self._arrays
-                and connection.execute(
-                    f"SELECT 1 FROM embeddings e JOIN {_ARRAYS} a ON a.id = e.id "
-                    f"WHERE e.segment_id = ? AND e.embedding_id IN ({marks}) LIMIT 1",
-                    (segment_id, *chunk),
-                ).fetchone()
-            ):
-                return None  # list-valued metadata: its order is Chroma's to give
+            if self._has_arrays(connection, segment_id, f" AND e.embedding_id IN ({marks})", *chunk):
+                return None
             rows = connection.execute(
                 "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value "
                 f"FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id{skip} "
                 f"WHERE e.segment_id = ? AND e.embedding_id IN ({marks})",
                 (segment_id, *chunk),
             )
-            for doc_id, key, text, integer, real, boolean in rows:
-                _, metadata = found.setdefault(doc_id, ("", {}))
-                if key is None:
-                    continue
-                if key == DOCUMENT_KEY:
-                    found[doc_id] = (text or "", metadata)
-                elif text is not None:
-                    metadata[key] = text
-                elif integer is not None:
-                    metadata[key] = integer
-                elif real is not None:
-                    metadata[key] = real
-                elif boolean is not None:
-                    metadata[key] = bool(boolean)
-        return found
+            _decode(rows, found)
+        return {doc_id: (text or "", metadata) for doc_id, (text, metadata) in found.items()}
+
+    def _everything(
+        self, connection: sqlite3.Connection, segment_id: str, documents: bool, metadatas: bool
+    ) -> dict[str, list[Any]] | None:
+        if self._has_arrays(connection, segment_id, ""):
+            return None
+        page: dict[str, list[Any]] = {
+            "ids": [row[0] for row in connection.execute(_ALL_IDS, (segment_id,))]  # Chroma's order: by row
+        }
+        if not documents and not metadatas:
+            return page
+        keys = "" if documents and metadatas else f" AND m.key {'=' if documents else '!='} '{DOCUMENT_KEY}'"
+        found: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        _decode(connection.execute(_ALL_FIELDS + keys, (segment_id,)), found)
+        fields = [found.get(doc_id, (None, {})) for doc_id in page["ids"]]
+        if documents:
+            page["documents"] = [text for text, _ in fields]
+        if metadatas:
+            page["metadatas"] = [metadata or None for _, metadata in fields]
+        return page
+
+    def _has_arrays(self, connection: sqlite3.Connection, segment_id: str, among: str, *ids: str) -> bool:
+        """Whether records of the segment (those ``among`` names, a SQL condition on ``ids``) carry
+        list-valued metadata, whose order is Chroma's to give."""
+        return self._arrays and (
+            connection.execute(
+                f"SELECT 1 FROM embeddings e JOIN {_ARRAYS} a ON a.id = e.id WHERE e.segment_id = ?{among} LIMIT 1",
+                (segment_id, *ids),
+            ).fetchone()
+            is not None
+        )
+
+
+_ALL_IDS = "SELECT embedding_id FROM embeddings WHERE segment_id = ? ORDER BY id"
+_ALL_FIELDS = (
+    "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value "
+    "FROM embeddings e JOIN embedding_metadata m ON m.id = e.id WHERE e.segment_id = ?"
+)
+
+
+def _decode(rows: Iterable[tuple[Any, ...]], found: dict[str, tuple[str | None, dict[str, Any]]]) -> None:
+    """Rows of (id, key, string, int, float, bool) into ``found``'s (document, metadata) by id
+    (document None: the record has none)."""
+    for doc_id, key, text, integer, real, boolean in rows:
+        _, metadata = found.setdefault(doc_id, (None, {}))
+        if key is None:
+            continue
+        if key == DOCUMENT_KEY:
+            found[doc_id] = (text, metadata)
+        elif text is not None:
+            metadata[key] = text
+        elif integer is not None:
+            metadata[key] = integer
+        elif real is not None:
+            metadata[key] = real
+        elif boolean is not None:
+            metadata[key] = bool(boolean)
 
 
 def file_state(path: Path) -> tuple[int, bytes] | None:
