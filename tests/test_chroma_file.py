@@ -95,6 +95,15 @@ def test_the_count_is_read_again_only_when_the_file_changed_and_then_follows_eve
     other.update(ids=["c"], metadatas=[{"x": 2}])  # a write that keeps the count still reads it again
     assert file.count() == 3 and len(reads) == 4
 
+    checks = []  # the segment's checks (applied the log? list metadata?): once per state of the file
+    check = file._current_segment
+    monkeypatch.setattr(file, "_current_segment", lambda connection: checks.append(1) or check(connection))
+    assert [file.records(["c"])["c"][1] for _ in range(3)] == [{"x": 2}] * 3 and not checks  # made by the count
+    other.update(ids=["c"], metadatas=[{"x": 3}])
+    assert file.records(["c"])["c"][1] == {"x": 3} and file.records(["c"])["c"][1] == {"x": 3} and len(checks) == 1
+    other.add(ids=["listy"], embeddings=[[0.1, 0.2, 0.3]], metadatas=[{"tags": [1, 2]}])  # seen at the next state
+    assert file.records(["listy"]) is None and file.records(["c"])["c"][1] == {"x": 3} and len(checks) == 2
+
 
 def test_the_store_reads_hits_from_the_file_and_falls_back_to_chroma_when_it_cannot_vouch(folder, monkeypatch):
     path, client, collection = folder

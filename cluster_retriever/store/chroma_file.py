@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ Records = dict[str, tuple[str, dict[str, Any]]]
 _T = TypeVar("_T")
 
 
+class _Segment(NamedTuple):
+    """The collection's metadata segment, current as of one state of the file."""
+
+    id: str
+    arrays: bool  # whether any record in the file has list-valued metadata
+
+
 class ChromaFile:
     """Direct reads of one collection's records from ``<folder>/chroma.sqlite3``."""
 
@@ -62,6 +69,7 @@ class ChromaFile:
         self.collection_id = collection_id
         self._arrays = arrays
         self._counted: tuple[tuple[int, bytes], int] | None = None  # ((inode, change counter), count)
+        self._segment: tuple[tuple[int, bytes], _Segment] | None = None  # the last state vouched for
 
     @classmethod
     def open(cls, folder: Path | None, collection_id: str) -> ChromaFile | None:
@@ -106,40 +114,44 @@ class ChromaFile:
         if counted is not None and counted[0] == file_state(self.path):
             return counted[1]
         statement = "SELECT count(*) FROM embeddings WHERE segment_id = ?"
-        read = self._vouched_at(lambda connection, segment: int(connection.execute(statement, (segment,)).fetchone()[0]))
+        read = self._vouched_at(lambda connection, segment: int(connection.execute(statement, (segment.id,)).fetchone()[0]))
         if read is None:
             return None
         self._counted = read
         return read[1]
 
-    def _vouched(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> _T | None:
+    def _vouched(self, read: Callable[[sqlite3.Connection, _Segment], _T | None]) -> _T | None:
         vouched = self._vouched_at(read)
         return None if vouched is None else vouched[1]
 
-    def _vouched_at(self, read: Callable[[sqlite3.Connection, str], _T | None]) -> tuple[tuple[int, bytes], _T] | None:
-        """``read(connection, segment id)`` in one read transaction, kept only when the segment
-        is current and no write overlapped it (see the module's docstring); with the file's
-        inode and change counter it was read at."""
+    def _vouched_at(self, read: Callable[[sqlite3.Connection, _Segment], _T | None]) -> tuple[tuple[int, bytes], _T] | None:
+        """``read(connection, segment)`` in one read transaction, kept only when the segment is
+        current and no write overlapped it (see the module's docstring); with the file's inode
+        and change counter it was read at. The segment's checks are made once per state of the
+        file (0.04 of a ten-record read's 0.20 ms at 100k)."""
         try:
             file = _File.of(self.path)
             before = file.version()
             if before is None:
                 return None
+            state = (file.inode, before)
+            known = self._segment
             with file.connection() as connection:
                 connection.execute("BEGIN")
                 try:
-                    segment = self._current_segment(connection)
+                    segment = known[1] if known is not None and known[0] == state else self._current_segment(connection)
                     found = None if segment is None else read(connection, segment)
                 finally:
                     connection.execute("COMMIT")
-            if found is None or file.version() != before:
+            if segment is None or file.version() != before:
                 return None
-            return (file.inode, before), found
+            self._segment = (state, segment)
+            return None if found is None else (state, found)
         except (sqlite3.Error, OSError) as exc:  # a hot journal (a writer committing), a page torn by one, the file gone
             logger.debug("Direct read of %s failed (%s): reading through Chroma.", self.path, exc)
             return None
 
-    def _current_segment(self, connection: sqlite3.Connection) -> str | None:
+    def _current_segment(self, connection: sqlite3.Connection) -> _Segment | None:
         """The collection's metadata segment, when it has applied every write Chroma logged for it."""
         segment = connection.execute(
             "SELECT s.id, m.seq_id FROM segments s LEFT JOIN max_seq_id m ON m.segment_id = s.id "
@@ -153,38 +165,41 @@ class ChromaFile:
             "SELECT 1 FROM embeddings_queue WHERE seq_id > ? AND substr(topic, -36) = ? LIMIT 1",
             (applied, self.collection_id),
         ).fetchone()
-        return None if behind is not None else str(segment_id)  # behind: Chroma's get merges the log
+        if behind is not None:
+            return None  # Chroma's get merges the log
+        arrays = self._arrays and connection.execute(f"SELECT 1 FROM {_ARRAYS} LIMIT 1").fetchone() is not None
+        return _Segment(str(segment_id), arrays)
 
-    def _records(self, connection: sqlite3.Connection, segment_id: str, ids: list[str], documents: bool) -> Records | None:
+    def _records(self, connection: sqlite3.Connection, segment: _Segment, ids: list[str], documents: bool) -> Records | None:
         skip = "" if documents else f" AND m.key != '{DOCUMENT_KEY}'"
         found: dict[str, tuple[str | None, dict[str, Any]]] = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            if self._has_arrays(connection, segment_id, f" AND e.embedding_id IN ({marks})", *chunk):
+            if self._has_arrays(connection, segment, f" AND e.embedding_id IN ({marks})", *chunk):
                 return None
             rows = connection.execute(
                 "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value "
                 f"FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id{skip} "
                 f"WHERE e.segment_id = ? AND e.embedding_id IN ({marks})",
-                (segment_id, *chunk),
+                (segment.id, *chunk),
             )
             _decode(rows, found)
         return {doc_id: (text or "", metadata) for doc_id, (text, metadata) in found.items()}
 
     def _everything(
-        self, connection: sqlite3.Connection, segment_id: str, documents: bool, metadatas: bool
+        self, connection: sqlite3.Connection, segment: _Segment, documents: bool, metadatas: bool
     ) -> dict[str, list[Any]] | None:
-        if self._has_arrays(connection, segment_id, ""):
+        if self._has_arrays(connection, segment, ""):
             return None
         page: dict[str, list[Any]] = {
-            "ids": [row[0] for row in connection.execute(_ALL_IDS, (segment_id,))]  # Chroma's order: by row
+            "ids": [row[0] for row in connection.execute(_ALL_IDS, (segment.id,))]  # Chroma's order: by row
         }
         if not documents and not metadatas:
             return page
         keys = "" if documents and metadatas else f" AND m.key {'=' if documents else '!='} '{DOCUMENT_KEY}'"
         found: dict[str, tuple[str | None, dict[str, Any]]] = {}
-        _decode(connection.execute(_ALL_FIELDS + keys, (segment_id,)), found)
+        _decode(connection.execute(_ALL_FIELDS + keys, (segment.id,)), found)
         fields = [found.get(doc_id, (None, {})) for doc_id in page["ids"]]
         if documents:
             page["documents"] = [text for text, _ in fields]
@@ -192,13 +207,13 @@ class ChromaFile:
             page["metadatas"] = [metadata or None for _, metadata in fields]
         return page
 
-    def _has_arrays(self, connection: sqlite3.Connection, segment_id: str, among: str, *ids: str) -> bool:
+    def _has_arrays(self, connection: sqlite3.Connection, segment: _Segment, among: str, *ids: str) -> bool:
         """Whether records of the segment (those ``among`` names, a SQL condition on ``ids``) carry
         list-valued metadata, whose order is Chroma's to give."""
-        return self._arrays and (
+        return segment.arrays and (
             connection.execute(
                 f"SELECT 1 FROM embeddings e JOIN {_ARRAYS} a ON a.id = e.id WHERE e.segment_id = ?{among} LIMIT 1",
-                (segment_id, *ids),
+                (segment.id, *ids),
             ).fetchone()
             is not None
         )
