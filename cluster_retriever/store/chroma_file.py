@@ -121,6 +121,7 @@ class ChromaFile:
         return read[1]
 
     def _vouched(self, read: Callable[[sqlite3.Connection, _Segment], _T | None]) -> _T | None:
+        """``_vouched_at``'s value, without the state it was read at."""
         vouched = self._vouched_at(read)
         return None if vouched is None else vouched[1]
 
