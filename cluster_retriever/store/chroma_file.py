@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from cluster_retriever.store.clients import SQLITE
+
 logger = logging.getLogger(__name__)
 
 DOCUMENT_KEY = "chroma:document"
@@ -75,9 +77,9 @@ class ChromaFile:
     def open(cls, folder: Path | None, collection_id: str) -> ChromaFile | None:
         """The reader of collection ``collection_id`` in an embedded Chroma's ``folder``, or
         None where there is no file or its layout is not the one known here."""
-        if os.name != "posix" or folder is None or not (folder / "chroma.sqlite3").is_file():
+        if os.name != "posix" or folder is None or not (folder / SQLITE).is_file():
             return None  # the checks here are POSIX's (locks per process, ``pread``)
-        path = (folder / "chroma.sqlite3").resolve()
+        path = sqlite_file(folder)
         try:
             file = _File.of(path)
             with file.connection() as connection:
@@ -180,8 +182,7 @@ class ChromaFile:
             if self._has_arrays(connection, segment, f" AND e.embedding_id IN ({marks})", *chunk):
                 return None
             rows = connection.execute(
-                "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value "
-                f"FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id{skip} "
+                f"SELECT {_FIELDS} FROM embeddings e LEFT JOIN embedding_metadata m ON m.id = e.id{skip} "
                 f"WHERE e.segment_id = ? AND e.embedding_id IN ({marks})",
                 (segment.id, *chunk),
             )
@@ -221,10 +222,8 @@ class ChromaFile:
 
 
 _ALL_IDS = "SELECT embedding_id FROM embeddings WHERE segment_id = ? ORDER BY id"
-_ALL_FIELDS = (
-    "SELECT e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value "
-    "FROM embeddings e JOIN embedding_metadata m ON m.id = e.id WHERE e.segment_id = ?"
-)
+_FIELDS = "e.embedding_id, m.key, m.string_value, m.int_value, m.float_value, m.bool_value"  # as _decode reads them
+_ALL_FIELDS = f"SELECT {_FIELDS} FROM embeddings e JOIN embedding_metadata m ON m.id = e.id WHERE e.segment_id = ?"
 
 
 def _decode(rows: Iterable[tuple[Any, ...]], found: dict[str, tuple[str | None, dict[str, Any]]]) -> None:
@@ -244,6 +243,11 @@ def _decode(rows: Iterable[tuple[Any, ...]], found: dict[str, tuple[str | None, 
             metadata[key] = real
         elif boolean is not None:
             metadata[key] = bool(boolean)
+
+
+def sqlite_file(folder: Path) -> Path:
+    """The SQLite file of an embedded Chroma's ``folder``, its path resolved."""
+    return (folder / SQLITE).resolve()
 
 
 def file_state(path: Path) -> tuple[int, bytes] | None:
